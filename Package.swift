@@ -1,0 +1,51 @@
+// swift-tools-version:6.1
+// Conclave: service discovery, health checking and configuration, wire-compatible with
+// Consul's HTTP API. Module map (one concern each; dependencies point toward the cores):
+//   CLibShims/*   system-library shims for libuv, LMDB and http-parser
+//   EventLoop     Swift over libuv: the loop thread, TCP, UDP, timers, cross-thread mailbox
+//   Storage       Swift over LMDB: environments, transactions, cursors, the log store
+//   StateStore    the replicated state machine's tables (KV) and their binary commands
+//   Replication   the durable command log: disk thread, group commit, apply (one node for now)
+//   HTTP          HTTP/1.1 parsing, responses, the server on the loop, a small blocking client
+//   Agent         configuration and wiring; Consul's HTTP API endpoints; blocking queries
+//   ConclaveCLI   the `conclave` command line (agent, kv, version)
+import PackageDescription
+
+let package = Package(
+    name: "conclave",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "conclave", targets: ["conclave"]),
+        .library(name: "ConclaveCore", targets: ["EventLoop", "Storage", "StateStore", "Replication", "HTTP", "Agent"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLibUV", path: "CLibShims/CLibUV", pkgConfig: "libuv",
+                       providers: [.apt(["libuv1-dev"]), .brew(["libuv"])]),
+        .systemLibrary(name: "CLMDB", path: "CLibShims/CLMDB", pkgConfig: "lmdb",
+                       providers: [.apt(["liblmdb-dev"]), .brew(["lmdb"])]),
+        .systemLibrary(name: "CHTTPParser", path: "CLibShims/CHTTPParser",
+                       providers: [.apt(["libhttp-parser-dev"]), .brew(["http-parser"])]),
+
+        .target(name: "EventLoop", dependencies: ["CLibUV", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Storage", dependencies: ["CLMDB"]),
+        .target(name: "StateStore", dependencies: ["Storage"]),
+        .target(name: "Replication", dependencies: ["Storage", "StateStore", "EventLoop",
+                                                    .product(name: "Logging", package: "swift-log")]),
+        .target(name: "HTTP", dependencies: ["CHTTPParser", "EventLoop", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Agent", dependencies: ["EventLoop", "Storage", "StateStore", "Replication", "HTTP",
+                                              .product(name: "Logging", package: "swift-log")]),
+        .target(name: "ConclaveCLI", dependencies: ["Agent", "HTTP", .product(name: "Logging", package: "swift-log")]),
+        .executableTarget(name: "conclave", dependencies: ["ConclaveCLI"]),
+
+        .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage"]),
+        .testTarget(name: "StateStoreTests", dependencies: ["StateStore", "Storage"]),
+        .testTarget(name: "ReplicationTests", dependencies: ["Replication", "StateStore", "Storage", "EventLoop"]),
+        .testTarget(name: "HTTPTests", dependencies: ["HTTP", "EventLoop"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "HTTP", "EventLoop"]),
+        .testTarget(name: "ProcessTests", dependencies: ["HTTP"]),
+    ]
+)

@@ -1,0 +1,1 @@
+// Agent: placeholder until the module lands.

@@ -1,0 +1,1 @@
+// EventLoop: placeholder until the module lands.

@@ -1,0 +1,1 @@
+// Replication: placeholder until the module lands.

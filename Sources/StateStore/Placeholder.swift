@@ -1,0 +1,1 @@
+// StateStore: placeholder until the module lands.
