@@ -46,6 +46,7 @@ let package = Package(
         .testTarget(name: "ReplicationTests", dependencies: ["Replication", "StateStore", "Storage", "EventLoop"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP", "EventLoop"]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "HTTP", "EventLoop"]),
+        .testTarget(name: "ConclaveCLITests", dependencies: ["ConclaveCLI", "Agent"]),
         .testTarget(name: "ProcessTests", dependencies: ["HTTP"]),
     ]
 )

@@ -1,0 +1,237 @@
+// The agent: owns the loop, the durable log and the HTTP API, and starts and stops them
+// in order. One per process.
+import EventLoop
+import Foundation
+import Glibc
+import HTTP
+import Logging
+import Replication
+
+public enum AgentError: Error, CustomStringConvertible {
+    case startup(String)
+    public var description: String {
+        switch self { case .startup(let message): return message }
+    }
+}
+
+/// Thread use: `start`, `waitUntilStopped` and `shutdown` may be called from any thread
+/// (start from one at a time); everything after start runs on the loop thread.
+public final class Agent: @unchecked Sendable {
+    public let config: AgentConfig
+    private let logger: Logger
+    private let loop: Loop
+    private var log: SingleNodeLog?
+    private var server: HTTPServer?
+    private var api: HTTPAPI?
+    private var signals: [SignalWatcher] = []
+    private var dataDir = ""
+    private var removeDataDirOnExit = false
+    private var lockFD: Int32 = -1
+    private let portLock = NSLock()
+    private var boundHTTPPort = 0
+    private var stopping = false
+
+    public init(config: AgentConfig, logger: Logger) throws {
+        try config.validate()
+        self.config = config
+        self.logger = logger
+        do { loop = try Loop(name: "conclave-loop") } catch {
+            throw AgentError.startup("cannot create the event loop: \(error)")
+        }
+    }
+
+    /// The HTTP port actually bound (differs from the configured one when that was 0).
+    public var httpPort: Int {
+        portLock.lock(); defer { portLock.unlock() }
+        return boundHTTPPort
+    }
+
+    /// Opens storage (replaying anything not yet applied), then starts the loop with the
+    /// listeners. Returns once the agent serves, or throws why it cannot.
+    public func start() throws {
+        try prepareDataDir()
+        let nodeID = try loadOrCreateNodeID()
+        let log: SingleNodeLog
+        do {
+            log = try SingleNodeLog(loop: loop, dataDirectory: dataDir, logger: Logger(label: "agent.replication"))
+        } catch {
+            throw AgentError.startup("cannot open storage in \(dataDir): \(error)")
+        }
+        self.log = log
+        printBanner(nodeID: nodeID)
+        loop.start()
+        let started = DispatchSemaphore(value: 0)
+        let failure = StartupFailure()
+        loop.execute { [self] in
+            do {
+                try self.startOnLoop(nodeID: nodeID)
+            } catch {
+                failure.set("\(error)")
+            }
+            started.signal()
+        }
+        started.wait()
+        if let message = failure.message {
+            shutdown()
+            throw AgentError.startup(message)
+        }
+        logger.info("Consul-compatible agent running!", metadata: ["node": "\(config.nodeName)", "datacenter": "\(config.datacenter)"])
+    }
+
+    private func startOnLoop(nodeID: String) throws {
+        guard let log else { return }
+        log.start()
+        let api = HTTPAPI(config: config, nodeID: nodeID, loop: loop, log: log, logger: Logger(label: "agent.http"),
+                          requestLeave: { [weak self] in self?.leaveSoon() })
+        self.api = api
+        if config.ports.http >= 0 {
+            var httpConfig = HTTPServerConfig()
+            httpConfig.limits.maxHeaderBytes = config.httpMaxHeaderBytes
+            // The largest body any endpoint takes is a KV value: larger ones get 413 from
+            // the parser as soon as Content-Length says so, before they are buffered.
+            httpConfig.limits.maxBodyBytes = config.kvMaxValueSizeBytes
+            do {
+                let server = try HTTPServer(loop: loop, host: config.clientAddr, port: config.ports.http,
+                                            config: httpConfig, logger: Logger(label: "agent.http")) { responder in
+                    api.handle(responder)
+                }
+                self.server = server
+                api.httpPort = server.localPort
+                portLock.lock(); boundHTTPPort = server.localPort; portLock.unlock()
+                Logger(label: "agent.http").info("Started HTTP server",
+                    metadata: ["address": "\(config.clientAddr):\(server.localPort)", "network": "tcp"])
+            } catch {
+                throw AgentError.startup("cannot start the HTTP server on \(config.clientAddr):\(config.ports.http): \(error)")
+            }
+        }
+        for signal in [SIGINT, SIGTERM] {
+            signals.append(try SignalWatcher(loop: loop, signal: signal) { [weak self] in
+                self?.logger.info("Caught signal, shutting down", metadata: ["signal": "\(signal == SIGINT ? "interrupt" : "terminated")"])
+                self?.shutdown()
+            })
+        }
+        loop.addShutdownHook { [weak self] in self?.closeOnLoop() }
+    }
+
+    /// Answers already queued get a moment to flush before the agent stops.
+    private func leaveSoon() {
+        let timer = LoopTimer(loop: loop)
+        timer.start(afterMilliseconds: 50) { [weak self] in
+            timer.close()
+            self?.logger.info("agent left, shutting down")
+            self?.shutdown()
+        }
+    }
+
+    /// Runs on the loop thread as the loop stops: listeners first, then parked queries,
+    /// then the log (which finishes the batch on disk).
+    private func closeOnLoop() {
+        for watcher in signals { watcher.close() }
+        signals = []
+        api?.blocking.wakeAll()
+        server?.close()
+        server = nil
+        log?.close()
+        log = nil
+    }
+
+    /// Stops the agent; safe from any thread and more than once.
+    public func shutdown() {
+        portLock.lock()
+        let already = stopping
+        stopping = true
+        portLock.unlock()
+        guard !already else { return }
+        loop.shutdown()
+        if !loop.isInLoopThread { finishShutdown() }
+    }
+
+    public func waitUntilStopped() {
+        loop.waitUntilStopped()
+        finishShutdown()
+    }
+
+    private let finishLock = NSLock()
+    private var finished = false
+
+    private func finishShutdown() {
+        finishLock.lock(); defer { finishLock.unlock() }
+        guard !finished else { return }
+        finished = true
+        if lockFD >= 0 { close(lockFD); lockFD = -1 }
+        if removeDataDirOnExit { try? FileManager.default.removeItem(atPath: dataDir) }
+        logger.info("shutdown complete")
+    }
+
+    // MARK: Data directory
+
+    private func prepareDataDir() throws {
+        if let configured = config.dataDir, !configured.isEmpty {
+            dataDir = configured
+        } else {
+            var template = Array((NSTemporaryDirectory() + "/conclave-dev-XXXXXX").utf8CString)
+            guard let made = mkdtemp(&template) else {
+                throw AgentError.startup("cannot create a temporary data dir: \(String(cString: strerror(errno)))")
+            }
+            dataDir = String(cString: made)
+            removeDataDirOnExit = true
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        } catch {
+            throw AgentError.startup("cannot create data dir \(dataDir): \(error.localizedDescription)")
+        }
+        // Two agents on one data dir would both write the log: refuse the second.
+        let lockPath = dataDir + "/agent.lock"
+        lockFD = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lockFD >= 0 else {
+            throw AgentError.startup("cannot open \(lockPath): \(String(cString: strerror(errno)))")
+        }
+        if flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
+            close(lockFD); lockFD = -1
+            throw AgentError.startup("data dir \(dataDir) is in use by another agent")
+        }
+    }
+
+    /// Consul keeps a node ID in `<data-dir>/node-id` so it survives restarts.
+    private func loadOrCreateNodeID() throws -> String {
+        let path = dataDir + "/node-id"
+        if let existing = try? String(contentsOfFile: path, encoding: .utf8) {
+            let trimmed = existing.trimmingCharacters(in: .whitespacesAndNewlines)
+            if UUID(uuidString: trimmed) != nil { return trimmed.lowercased() }
+            throw AgentError.startup("\(path) does not hold a UUID: \"\(trimmed)\"")
+        }
+        let id = UUID().uuidString.lowercased()
+        do { try id.write(toFile: path, atomically: true, encoding: .utf8) } catch {
+            throw AgentError.startup("cannot write \(path): \(error.localizedDescription)")
+        }
+        return id
+    }
+
+    private func printBanner(nodeID: String) {
+        let lines = [
+            "==> Starting Conclave agent...",
+            "              Version: '\(ConclaveVersion.version)'",
+            "              Node ID: '\(nodeID)'",
+            "            Node name: '\(config.nodeName)'",
+            "           Datacenter: '\(config.datacenter)'",
+            "               Server: \(config.server) (Bootstrap: \(config.bootstrap || config.dev))",
+            "          Client Addr: [\(config.clientAddr)] (HTTP: \(config.ports.http), DNS: \(config.ports.dns))",
+            "         Cluster Addr: \(config.bindAddr) (LAN: \(config.ports.serfLAN), WAN: \(config.ports.serfWAN))",
+            "             Data Dir: \(dataDir)\(removeDataDirOnExit ? " (temporary, removed on exit)" : "")",
+            "",
+            "==> Log data will now stream in as it occurs:",
+            "",
+        ]
+        let text = lines.joined(separator: "\n") + "\n"
+        text.utf8CString.withUnsafeBufferPointer { buffer in
+            _ = Glibc.write(STDOUT_FILENO, buffer.baseAddress, buffer.count - 1)
+        }
+    }
+}
+
+private final class StartupFailure: @unchecked Sendable {
+    // Written on the loop thread before the semaphore signal, read after the wait.
+    var message: String?
+    func set(_ message: String) { self.message = message }
+}

@@ -1,0 +1,148 @@
+// The agent's configuration: Consul's flag and config-file vocabulary, defaults and checks.
+import Foundation
+
+public struct AgentPorts: Sendable, Equatable {
+    /// -1 disables a listener (Consul's convention); 0 asks the OS for a free port.
+    public var http = 8500
+    public var dns = 8600
+    public var server = 8300
+    public var serfLAN = 8301
+    public var serfWAN = 8302
+    public init() {}
+}
+
+public struct AgentConfig: Sendable, Equatable {
+    public var nodeName: String = AgentConfig.hostName()
+    public var datacenter = "dc1"
+    public var dataDir: String?
+    public var server = false
+    public var dev = false
+    public var bootstrap = false
+    public var bootstrapExpect = 0
+    /// Address for cluster traffic (gossip, RPC). Consul's default listens on all interfaces.
+    public var bindAddr = "0.0.0.0"
+    /// Address for client interfaces (HTTP, DNS).
+    public var clientAddr = "127.0.0.1"
+    public var ports = AgentPorts()
+    public var logLevel = "info"
+    public var retryJoin: [String] = []
+    /// Consul's `kv_max_value_size`: larger PUT bodies get 413.
+    public var kvMaxValueSizeBytes = 512 * 1024
+    /// Consul's `http_config.max_header_bytes` is Go's 1 MiB default; we keep headers small.
+    public var httpMaxHeaderBytes = 64 * 1024
+
+    public init() {}
+
+    /// `-dev`: a one-node server on loopback with its data in a temporary folder.
+    public static func development() -> AgentConfig {
+        var config = AgentConfig()
+        config.dev = true
+        config.server = true
+        config.bootstrap = true
+        config.bindAddr = "127.0.0.1"
+        config.clientAddr = "127.0.0.1"
+        config.logLevel = "debug"
+        return config
+    }
+
+    public static let validLogLevels = ["trace", "debug", "info", "warn", "error"]
+
+    public func validate() throws(AgentConfigError) {
+        if !dev && (dataDir ?? "").isEmpty {
+            throw .invalid("data_dir cannot be empty (set -data-dir, or use -dev)")
+        }
+        if nodeName.isEmpty { throw .invalid("node_name cannot be empty") }
+        if datacenter.isEmpty || datacenter.contains(where: { !($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
+            throw .invalid("datacenter must be alphanumeric with dashes and underscores: \"\(datacenter)\"")
+        }
+        if !Self.validLogLevels.contains(logLevel.lowercased()) {
+            throw .invalid("invalid log level \"\(logLevel)\"; use one of \(Self.validLogLevels.joined(separator: ", "))")
+        }
+        if bootstrapExpect < 0 { throw .invalid("bootstrap_expect cannot be negative") }
+        if bootstrapExpect > 0 && !server { throw .invalid("bootstrap_expect requires server mode (-server)") }
+        if bootstrap && bootstrapExpect > 0 { throw .invalid("bootstrap and bootstrap_expect are mutually exclusive") }
+        for (name, port) in [("http", ports.http), ("dns", ports.dns), ("server", ports.server),
+                             ("serf_lan", ports.serfLAN), ("serf_wan", ports.serfWAN)] where port < -1 || port > 65535 {
+            throw .invalid("ports.\(name) must be -1 (disabled) or 0...65535, got \(port)")
+        }
+        if kvMaxValueSizeBytes <= 0 { throw .invalid("kv_max_value_size must be positive") }
+    }
+
+    /// Applies a Consul JSON config file (the keys this agent understands; others are
+    /// rejected so a typo does not pass silently).
+    public mutating func apply(jsonFile path: String) throws(AgentConfigError) {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw .invalid("cannot read config file \(path): \(error.localizedDescription)")
+        }
+        let object: Any
+        do { object = try JSONSerialization.jsonObject(with: data) } catch {
+            throw .invalid("config file \(path) is not valid JSON: \(error.localizedDescription)")
+        }
+        guard let root = object as? [String: Any] else { throw .invalid("config file \(path): top level must be an object") }
+        try apply(json: root, source: path)
+    }
+
+    mutating func apply(json root: [String: Any], source: String) throws(AgentConfigError) {
+        func string(_ key: String, _ value: Any) throws(AgentConfigError) -> String {
+            guard let s = value as? String else { throw .invalid("\(source): \(key) must be a string") }
+            return s
+        }
+        func int(_ key: String, _ value: Any) throws(AgentConfigError) -> Int {
+            guard let n = value as? NSNumber, !(value is Bool), n.doubleValue == n.doubleValue.rounded() else {
+                throw .invalid("\(source): \(key) must be an integer")
+            }
+            return n.intValue
+        }
+        func bool(_ key: String, _ value: Any) throws(AgentConfigError) -> Bool {
+            guard let b = value as? Bool else { throw .invalid("\(source): \(key) must be true or false") }
+            return b
+        }
+        for (key, value) in root {
+            switch key {
+            case "node_name": nodeName = try string(key, value)
+            case "datacenter": datacenter = try string(key, value)
+            case "data_dir": dataDir = try string(key, value)
+            case "server": server = try bool(key, value)
+            case "bootstrap": bootstrap = try bool(key, value)
+            case "bootstrap_expect": bootstrapExpect = try int(key, value)
+            case "bind_addr": bindAddr = try string(key, value)
+            case "client_addr": clientAddr = try string(key, value)
+            case "log_level": logLevel = try string(key, value)
+            case "kv_max_value_size": kvMaxValueSizeBytes = try int(key, value)
+            case "retry_join":
+                guard let list = value as? [Any] else { throw .invalid("\(source): retry_join must be a list of strings") }
+                var joined: [String] = []
+                for item in list { joined.append(try string(key, item)) }
+                retryJoin = joined
+            case "ports":
+                guard let ports = value as? [String: Any] else { throw .invalid("\(source): ports must be an object") }
+                for (portKey, portValue) in ports {
+                    let n = try int("ports.\(portKey)", portValue)
+                    switch portKey {
+                    case "http": self.ports.http = n
+                    case "dns": self.ports.dns = n
+                    case "server": self.ports.server = n
+                    case "serf_lan": self.ports.serfLAN = n
+                    case "serf_wan": self.ports.serfWAN = n
+                    default: throw .invalid("\(source): unknown key ports.\(portKey)")
+                    }
+                }
+            default:
+                throw .invalid("\(source): unknown or unsupported config key \"\(key)\"")
+            }
+        }
+    }
+
+    static func hostName() -> String {
+        let name = ProcessInfo.processInfo.hostName
+        return name.isEmpty ? "conclave" : name.split(separator: ".").first.map(String.init) ?? name
+    }
+}
+
+public enum AgentConfigError: Error, Equatable, CustomStringConvertible {
+    case invalid(String)
+    public var description: String {
+        switch self { case .invalid(let message): return message }
+    }
+}

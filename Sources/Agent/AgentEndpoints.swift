@@ -1,0 +1,132 @@
+// /v1/status/* and /v1/agent/*: what clients probe to find the leader and learn about the
+// agent they talk to.
+import Foundation
+import HTTP
+
+extension HTTPAPI {
+    /// The address other servers would reach this one at (Consul's advertise address).
+    var serverAddress: String {
+        let host = (config.bindAddr == "0.0.0.0" || config.bindAddr == "::") ? "127.0.0.1" : config.bindAddr
+        return "\(host):\(config.ports.server)"
+    }
+
+    func handleStatus(_ responder: HTTPResponder) {
+        guard allow(responder, ["GET"]) else { return }
+        if let dc = responder.request.query.first("dc"), !dc.isEmpty, dc != config.datacenter {
+            responder.respond(.text(status: 500, "No path to datacenter"))
+            return
+        }
+        switch responder.request.path {
+        case "/v1/status/leader":
+            responder.respond(.json(status: 200, jsonBytes(serverAddress)))
+        case "/v1/status/peers":
+            responder.respond(.json(status: 200, jsonBytes([serverAddress])))
+        default:
+            responder.respond(.text(status: 404, "404 page not found"))
+        }
+    }
+
+    func handleAgent(_ responder: HTTPResponder) {
+        switch responder.request.path {
+        case "/v1/agent/self":
+            guard allow(responder, ["GET"]) else { return }
+            responder.respond(.json(status: 200, jsonBytes(agentSelf())))
+        case "/v1/agent/leave":
+            guard allow(responder, ["PUT"]) else { return }
+            logger.info("graceful leave requested over HTTP")
+            responder.respond(HTTPResponse(status: 200))
+            requestLeave()
+        default:
+            responder.respond(.text(status: 404, "404 page not found"))
+        }
+    }
+
+    /// Consul's /v1/agent/self shape: Config, Member, Stats (string values), Meta.
+    func agentSelf() -> [String: Any] {
+        let advertise = serverAddress.split(separator: ":").first.map(String.init) ?? "127.0.0.1"
+        let tags: [String: String] = [
+            "role": config.server ? "consul" : "node",
+            "dc": config.datacenter,
+            "id": nodeID,
+            "port": String(config.ports.server),
+            "build": "\(ConclaveVersion.version):\(ConclaveVersion.revision)",
+            "vsn": "2", "vsn_min": "2", "vsn_max": "3",
+            "bootstrap": config.bootstrap ? "1" : "0",
+            "expect": String(config.bootstrapExpect),
+        ]
+        let uptimeSeconds = (loop.nowMilliseconds - startedAt) / 1000
+        return [
+            "Config": [
+                "Datacenter": config.datacenter,
+                "PrimaryDatacenter": config.datacenter,
+                "NodeName": config.nodeName,
+                "NodeID": nodeID,
+                "Server": config.server,
+                "Revision": ConclaveVersion.revision,
+                "Version": ConclaveVersion.version,
+                "VersionPrerelease": "",
+                "BuildDate": "",
+            ] as [String: Any],
+            "DebugConfig": [
+                "DataDir": config.dataDir ?? "",
+                "ClientAddrs": [config.clientAddr],
+                "HTTPPort": httpPort,
+                "DNSPort": config.ports.dns,
+                "ServerPort": config.ports.server,
+                "SerfPortLAN": config.ports.serfLAN,
+                "SerfPortWAN": config.ports.serfWAN,
+                "BootstrapExpect": config.bootstrapExpect,
+                "DevMode": config.dev,
+                "LogLevel": config.logLevel.uppercased(),
+            ] as [String: Any],
+            "Coord": NSNull(),
+            "Member": [
+                "Name": config.nodeName,
+                "Addr": advertise,
+                "Port": config.ports.serfLAN,
+                "Tags": tags,
+                "Status": 1,
+                "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
+                "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
+            ] as [String: Any],
+            "Stats": [
+                "agent": ["checks": "0", "services": "0"],
+                "build": ["version": ConclaveVersion.version, "revision": ConclaveVersion.revision, "prerelease": ""],
+                "consul": [
+                    "server": String(config.server),
+                    "leader": String(config.server),
+                    "leader_addr": config.server ? serverAddress : "",
+                    "bootstrap": String(config.bootstrap),
+                    "known_datacenters": "1",
+                ],
+                "raft": [
+                    "state": config.server ? "Leader" : "Follower",
+                    "applied_index": String(log.lastAppliedIndex),
+                    "commit_index": String(log.lastAppliedIndex),
+                    "num_peers": "0",
+                    "term": "1",
+                ],
+                "runtime": [
+                    "arch": "amd64", "os": "linux",
+                    "cpu_count": String(ProcessInfo.processInfo.activeProcessorCount),
+                    "uptime_seconds": String(uptimeSeconds),
+                ],
+            ] as [String: Any],
+            "Meta": [String: String](),
+        ]
+    }
+
+    func jsonBytes(_ object: Any) -> [UInt8] {
+        let options: JSONSerialization.WritingOptions = [.fragmentsAllowed, .sortedKeys, .withoutEscapingSlashes]
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: options) else {
+            preconditionFailure("agent JSON is built from plain values and always serializes")
+        }
+        return Array(data)
+    }
+}
+
+public enum ConclaveVersion {
+    /// A plain version number, as Consul reports in /v1/agent/self Config.Version.
+    public static let version = "0.1.0"
+    public static let revision = "dev"
+}

@@ -1,0 +1,80 @@
+// Watchers of blocking queries (Consul's `?index=N&wait=D`): a request parks here until a
+// key it reads changes, or its wait ends. Applied batches report the keys they changed.
+import EventLoop
+
+enum WatchScope {
+    case key(String)
+    case prefix(String)   // "" watches everything
+}
+
+/// Loop-confined. Bounded: past `maxWatchers`, a query answers at once instead of parking.
+final class BlockingQueries {
+    private struct Watcher {
+        var scope: WatchScope
+        var timer: LoopTimer
+        var wake: () -> Void
+    }
+
+    private let loop: Loop
+    private let maxWatchers: Int
+    private var nextID: UInt64 = 0
+    private var watchers: [UInt64: Watcher] = [:]
+    private var byKey: [String: Set<UInt64>] = [:]
+    private var byPrefix: [UInt64: String] = [:]
+
+    init(loop: Loop, maxWatchers: Int = 65_536) {
+        self.loop = loop
+        self.maxWatchers = maxWatchers
+    }
+
+    var count: Int { watchers.count }
+
+    /// Parks `wake` until a change in `scope` or `timeoutMilliseconds`, whichever is first;
+    /// `wake` runs exactly once. Returns false (and does not park) when full.
+    func park(scope: WatchScope, timeoutMilliseconds: UInt64, wake: @escaping () -> Void) -> Bool {
+        guard watchers.count < maxWatchers else { return false }
+        nextID += 1
+        let id = nextID
+        let timer = LoopTimer(loop: loop)
+        timer.start(afterMilliseconds: timeoutMilliseconds) { [weak self] in self?.fire(id) }
+        watchers[id] = Watcher(scope: scope, timer: timer, wake: wake)
+        switch scope {
+        case .key(let key): byKey[key, default: []].insert(id)
+        case .prefix(let prefix): byPrefix[id] = prefix
+        }
+        return true
+    }
+
+    /// Wakes every watcher whose scope covers one of `keys`.
+    func notify(changedKeys keys: [String]) {
+        guard !watchers.isEmpty, !keys.isEmpty else { return }
+        var woken = Set<UInt64>()
+        for key in keys {
+            if let ids = byKey[key] { woken.formUnion(ids) }
+        }
+        if !byPrefix.isEmpty {
+            for (id, prefix) in byPrefix where !woken.contains(id) {
+                if prefix.isEmpty || keys.contains(where: { $0.hasPrefix(prefix) }) { woken.insert(id) }
+            }
+        }
+        for id in woken { fire(id) }
+    }
+
+    private func fire(_ id: UInt64) {
+        guard let watcher = watchers.removeValue(forKey: id) else { return }
+        watcher.timer.close()
+        switch watcher.scope {
+        case .key(let key):
+            byKey[key]?.remove(id)
+            if byKey[key]?.isEmpty == true { byKey.removeValue(forKey: key) }
+        case .prefix:
+            byPrefix.removeValue(forKey: id)
+        }
+        watcher.wake()
+    }
+
+    /// Answers every parked query now (used at shutdown).
+    func wakeAll() {
+        for id in Array(watchers.keys) { fire(id) }
+    }
+}

@@ -1,0 +1,72 @@
+// `conclave agent`: Consul's agent flags, a config built from file(s) then flags, and a run
+// until SIGINT/SIGTERM or `/v1/agent/leave`.
+import Agent
+import Logging
+
+enum AgentCommand {
+    static func flags() -> FlagSet {
+        let flags = FlagSet(command: "agent")
+        flags.bool("dev", "Start the agent in development mode: a one-node server on 127.0.0.1 with its data in a temporary folder.")
+        flags.bool("server", "Switches the agent to server mode.")
+        flags.bool("bootstrap", "Sets server to bootstrap mode.")
+        flags.string("data-dir", "Path to a data directory to store agent state.", placeholder: "path")
+        flags.string("node", "Name of this node. Must be unique in the cluster.")
+        flags.string("datacenter", "Datacenter of the agent.")
+        flags.string("bind", "Sets the bind address for cluster communication.")
+        flags.string("client", "Sets the address to bind for client access (HTTP, DNS).")
+        flags.int("http-port", "Sets the HTTP API port to listen on (-1 disables it).")
+        flags.int("dns-port", "DNS port to use (-1 disables it).")
+        flags.int("server-port", "Sets the server port to listen on (-1 disables it).")
+        flags.int("serf-lan-port", "Sets the Serf LAN port to listen on.")
+        flags.int("serf-wan-port", "Sets the Serf WAN port to listen on.")
+        flags.string("log-level", "Log level of the agent: trace, debug, info, warn, error.")
+        flags.stringList("config-file", "Path to a JSON file to read configuration from. May be given more than once; later files win, flags win over files.")
+        return flags
+    }
+
+    static func config(from arguments: [String]) throws -> AgentConfig {
+        let flags = flags()
+        let rest = try flags.parse(arguments)
+        guard rest.isEmpty else { throw FlagError(description: "unexpected arguments: \(rest.joined(separator: " "))") }
+        var config = flags.flag("dev") ? AgentConfig.development() : AgentConfig()
+        for file in flags.list("config-file") { try config.apply(jsonFile: file) }
+        if flags.isSet("server") { config.server = flags.flag("server") }
+        if flags.isSet("bootstrap") { config.bootstrap = flags.flag("bootstrap") }
+        if let v = flags.string("data-dir") { config.dataDir = v }
+        if let v = flags.string("node") { config.nodeName = v }
+        if let v = flags.string("datacenter") { config.datacenter = v }
+        if let v = flags.string("bind") { config.bindAddr = v }
+        if let v = flags.string("client") { config.clientAddr = v }
+        if let v = flags.int("http-port") { config.ports.http = v }
+        if let v = flags.int("dns-port") { config.ports.dns = v }
+        if let v = flags.int("server-port") { config.ports.server = v }
+        if let v = flags.int("serf-lan-port") { config.ports.serfLAN = v }
+        if let v = flags.int("serf-wan-port") { config.ports.serfWAN = v }
+        if let v = flags.string("log-level") { config.logLevel = v }
+        if !config.server {
+            throw AgentConfigError.invalid("client agents forward to servers found through gossip, which this build does not have yet: run with -server or -dev")
+        }
+        try config.validate()
+        return config
+    }
+
+    static func run(_ arguments: [String]) -> Int32 {
+        let config: AgentConfig
+        do { config = try Self.config(from: arguments) } catch {
+            printError("==> \(error)")
+            return 1
+        }
+        let level = ConsulLogHandler.level(named: config.logLevel)
+        LoggingSystem.bootstrap { label in ConsulLogHandler(label: label, level: level) }
+        let logger = Logger(label: "agent")
+        do {
+            let agent = try Agent(config: config, logger: logger)
+            try agent.start()
+            agent.waitUntilStopped()
+            return 0
+        } catch {
+            printError("==> Error starting agent: \(error)")
+            return 1
+        }
+    }
+}

@@ -1,2 +1,0 @@
-// ConclaveCLI: placeholder until the module lands.
-public enum ConclaveCLI { public static func main() {} }

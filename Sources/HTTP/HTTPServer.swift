@@ -1,0 +1,219 @@
+// The HTTP/1.1 server on the event loop: accepts connections, parses requests (pipelined
+// ones too), hands each to the handler and writes the answers back in request order.
+import EventLoop
+import Logging
+
+public struct HTTPServerConfig: Sendable {
+    public var limits = HTTPLimits()
+    /// A connection with no request outstanding and no bytes for this long is closed.
+    public var idleTimeoutMilliseconds: UInt64 = 90_000
+    /// Requests parsed but not yet answered on one connection; above it we stop reading
+    /// (pipelining backpressure), so a client cannot queue unbounded work.
+    public var maxPipelinedRequests: Int = 64
+    /// Open connections; above it new ones are closed at once.
+    public var maxConnections: Int = 16_384
+    public init() {}
+}
+
+/// Answers one request, exactly once, on the loop thread. Answers to pipelined requests go
+/// out in request order whatever order the handler finishes them in.
+public final class HTTPResponder {
+    fileprivate weak var connection: HTTPConnection?
+    fileprivate var response: HTTPResponse?
+    fileprivate var dispatched = false
+    fileprivate let keepAlive: Bool
+    public let request: HTTPRequest
+
+    fileprivate init(connection: HTTPConnection, request: HTTPRequest, keepAlive: Bool) {
+        self.connection = connection
+        self.request = request
+        self.keepAlive = keepAlive
+    }
+
+    /// True once the client went away: long waits (blocking queries) can stop early.
+    public var isCancelled: Bool { connection?.isClosed ?? true }
+
+    public func respond(_ response: HTTPResponse) {
+        guard self.response == nil else { return }
+        self.response = response
+        connection?.flushReadyResponses()
+    }
+}
+
+public final class HTTPServer {
+    public typealias Handler = (HTTPResponder) -> Void
+
+    private let loop: Loop
+    private let config: HTTPServerConfig
+    private let handler: Handler
+    private let logger: Logger
+    private var listener: TCPListener?
+    private var connections: [ObjectIdentifier: HTTPConnection] = [:]
+    private var idleTimer: LoopTimer?
+
+    public var localPort: Int { listener?.localPort ?? 0 }
+    public var connectionCount: Int { connections.count }
+
+    /// Runs on the loop thread.
+    public init(loop: Loop, host: String, port: Int, config: HTTPServerConfig = HTTPServerConfig(),
+                logger: Logger, handler: @escaping Handler) throws(LoopError) {
+        loop.assertInLoopThread()
+        self.loop = loop
+        self.config = config
+        self.handler = handler
+        self.logger = logger
+        listener = try TCPListener.listen(on: loop, host: host, port: port) { [weak self] tcp in
+            self?.accept(tcp)
+        }
+        let timer = LoopTimer(loop: loop)
+        let sweep = max(config.idleTimeoutMilliseconds / 4, 10)
+        timer.start(afterMilliseconds: sweep, repeatMilliseconds: sweep) { [weak self] in self?.closeIdleConnections() }
+        idleTimer = timer
+    }
+
+    private func accept(_ tcp: TCPConnection) {
+        guard connections.count < config.maxConnections else {
+            logger.warning("too many HTTP connections; closing new one",
+                           metadata: ["limit": "\(config.maxConnections)", "peer": "\(tcp.remoteAddress)"])
+            tcp.closeNow()
+            return
+        }
+        tcp.setNoDelay(true)
+        let connection = HTTPConnection(tcp: tcp, server: self, limits: config.limits, now: loop.nowMilliseconds)
+        connections[ObjectIdentifier(connection)] = connection
+        tcp.startReading()
+    }
+
+    fileprivate func dispatch(_ responder: HTTPResponder) { handler(responder) }
+    fileprivate var maxPipelined: Int { config.maxPipelinedRequests }
+    fileprivate var now: UInt64 { loop.nowMilliseconds }
+
+    fileprivate func connectionClosed(_ connection: HTTPConnection) {
+        connections.removeValue(forKey: ObjectIdentifier(connection))
+    }
+
+    private func closeIdleConnections() {
+        let now = loop.nowMilliseconds
+        for connection in connections.values where connection.isIdle(now: now, timeout: config.idleTimeoutMilliseconds) {
+            connection.close()
+        }
+    }
+
+    /// Stops accepting and closes every connection (answers still queued are dropped).
+    public func close() {
+        listener?.close()
+        listener = nil
+        idleTimer?.close()
+        idleTimer = nil
+        for connection in Array(connections.values) { connection.closeNow() }
+        connections.removeAll()
+    }
+}
+
+/// One client connection: a parser, the queue of requests awaiting answers, and the socket.
+final class HTTPConnection {
+    private let tcp: TCPConnection
+    private weak var server: HTTPServer?
+    private var parser: HTTPRequestParser
+    private var queue: [HTTPResponder] = []
+    private var lastActivity: UInt64
+    private var readingPausedForPipeline = false
+    /// After a parse error or `Connection: close` nothing more is read or answered.
+    private var closingAfterQueue = false
+    private var pendingError: HTTPResponse?
+    private(set) var isClosed = false
+
+    init(tcp: TCPConnection, server: HTTPServer, limits: HTTPLimits, now: UInt64) {
+        self.tcp = tcp
+        self.server = server
+        self.parser = HTTPRequestParser(limits: limits)
+        self.lastActivity = now
+        tcp.onRead = { [weak self] bytes in self?.received(bytes) }
+        tcp.onClose = { [weak self] _ in self?.closed() }
+    }
+
+    func isIdle(now: UInt64, timeout: UInt64) -> Bool {
+        queue.isEmpty && now &- lastActivity >= timeout
+    }
+
+    private func received(_ bytes: [UInt8]) {
+        guard !closingAfterQueue, let server else { return }
+        lastActivity = server.now
+        let result = parser.feed(bytes)
+        for request in result.requests {
+            let responder = HTTPResponder(connection: self, request: request, keepAlive: request.keepAlive)
+            queue.append(responder)
+            if !request.keepAlive { closingAfterQueue = true }
+        }
+        if let error = result.error {
+            closingAfterQueue = true
+            pendingError = HTTPResponse.text(status: error.status, error.message)
+        }
+        if closingAfterQueue || queue.count >= server.maxPipelined {
+            tcp.stopReading()
+            readingPausedForPipeline = !closingAfterQueue
+        }
+        // Handlers may answer synchronously and even close us; dispatch from a snapshot.
+        for responder in queue where responder.response == nil && !responder.dispatched {
+            responder.dispatched = true
+            server.dispatch(responder)
+            if isClosed { return }
+        }
+        flushReadyResponses()
+    }
+
+    func flushReadyResponses() {
+        guard !isClosed else { return }
+        var out: [UInt8] = []
+        var mustClose = false
+        while let head = queue.first, let response = head.response {
+            queue.removeFirst()
+            if head.request.method == "HEAD" {
+                var headResponse = response
+                headResponse.body = []
+                headResponse.serialize(keepAlive: head.keepAlive, into: &out)
+            } else {
+                response.serialize(keepAlive: head.keepAlive, into: &out)
+            }
+            if !head.keepAlive { mustClose = true; break }
+        }
+        if queue.isEmpty, let error = pendingError {
+            pendingError = nil
+            error.serialize(keepAlive: false, into: &out)
+            mustClose = true
+        }
+        if !out.isEmpty {
+            tcp.write(out)
+            if let server { lastActivity = server.now }
+        }
+        if mustClose || (closingAfterQueue && queue.isEmpty) {
+            close()
+            return
+        }
+        if readingPausedForPipeline, let server, queue.count < server.maxPipelined / 2 {
+            readingPausedForPipeline = false
+            tcp.startReading()
+        }
+    }
+
+    /// Closes after the queued bytes are written.
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        tcp.close()
+        server?.connectionClosed(self)
+    }
+
+    func closeNow() {
+        guard !isClosed else { return }
+        isClosed = true
+        tcp.closeNow()
+        server?.connectionClosed(self)
+    }
+
+    private func closed() {
+        isClosed = true
+        queue.removeAll()
+        server?.connectionClosed(self)
+    }
+}

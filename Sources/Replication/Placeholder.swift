@@ -1,1 +1,0 @@
-// Replication: placeholder until the module lands.
