@@ -190,6 +190,18 @@ func parse(_ s: String, limits: HTTPLimits = HTTPLimits()) -> HTTPParseResult {
         }
     }
 
+    @Test func headerLimitAppliesPerRequestNotPerConnection() {
+        let limits = HTTPLimits(maxHeaderBytes: 100)
+        let one = Self.request(headBytes: 100)
+        let stream = bytes(String(repeating: one, count: 50))
+        // Chunks of 7 bytes end mid-header, so http-parser's own count is checked between feeds too.
+        var chunks: [[UInt8]] = []
+        for i in stride(from: 0, to: stream.count, by: 7) { chunks.append(Array(stream[i..<min(i + 7, stream.count)])) }
+        let r = parse(chunks, limits: limits)
+        #expect(r.error == nil)
+        #expect(r.requests.count == 50)
+    }
+
     @Test func manySmallHeadersHitTheHeaderLimit() {
         let s = "GET / HTTP/1.1\r\n" + String(repeating: "a:b\r\n", count: 20_000) + "\r\n"
         #expect(parse(s).error?.status == 431)
