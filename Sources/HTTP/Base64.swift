@@ -60,7 +60,7 @@ public enum Base64 {
     /// Like Go's StdEncoding.Decode: padding required, CR and LF ignored, anything else outside
     /// the alphabet rejected. Unused low bits of the last symbol are not checked (Go's
     /// non-strict mode).
-    public static func decode(bytes input: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+    static func decode(bytes input: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         var out: [UInt8] = []
         out.reserveCapacity(input.count / 4 * 3)
         var quad: UInt32 = 0

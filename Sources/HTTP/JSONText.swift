@@ -18,7 +18,7 @@ public enum JSONText {
     }
 
     /// Escapes valid UTF-8 bytes. Runs of bytes needing no escape are copied in one append.
-    public static func appendEscaped(utf8 u: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+    static func appendEscaped(utf8 u: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         out.reserveCapacity(out.count + u.count + 2)
         var runStart = 0
         var i = 0
