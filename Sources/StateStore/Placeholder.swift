@@ -1,1 +1,0 @@
-// StateStore: placeholder until the module lands.
