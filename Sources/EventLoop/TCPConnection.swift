@@ -36,6 +36,8 @@ public final class TCPConnection {
     private var queuedChunks: [UnsafeMutableRawBufferPointer] = []
     private var queuedByteCount = 0
     private var isRegisteredForFlush = false
+    /// uv_write calls issued so far (tests check the one-writev-per-turn batching with it).
+    private(set) var writeRequestCount = 0
 
     /// Bytes queued or in flight, not yet confirmed written to the socket.
     public private(set) var pendingWriteBytes = 0
@@ -207,6 +209,7 @@ public final class TCPConnection {
         let request = WriteRequest(connection: self, chunks: queuedChunks, byteCount: queuedByteCount)
         queuedChunks = []
         queuedByteCount = 0
+        writeRequestCount += 1
         let status = request.submit(on: stream)
         if status != 0 {
             pendingWriteBytes -= request.byteCount
@@ -283,6 +286,22 @@ public final class TCPConnection {
         dropQueuedWrites()
         isReading = false
         closeHandle(handle)
+    }
+
+    /// Aborts the connection with a TCP reset (SO_LINGER 0) instead of a FIN: for peers that broke the
+    /// protocol. Queued writes are dropped; the peer sees ECONNRESET.
+    public func reset() {
+        loop.assertInLoopThread()
+        guard state == .open else {
+            closeNow()
+            return
+        }
+        state = .closed
+        dropQueuedWrites()
+        isReading = false
+        if uv_tcp_close_reset(handle, handleCloseCallback) != 0 {
+            closeHandle(handle)
+        }
     }
 
     /// Ends the connection because of `error` (kept if it is the first).
