@@ -283,6 +283,26 @@ import Testing
         #expect(error.description.hasPrefix("read from 127.0.0.1:"))
     }
 
+    @Test func writeErrorClosesTheConnectionWithThatError() throws {
+        let loop = try startedLoop()
+        defer { loop.shutdown() }
+        let calls = Locked<[LoopError?]>([])
+        let closed = Expectation()
+        let pair = try ConnectedPair.make(on: loop) { server in
+            // Not reading: the reset can only surface through a write.
+            server.onClose = { error in calls.mutate { $0.append(error) }; closed.fulfill() }
+        }
+        try onLoop(loop) { pair.client.value!.reset() }
+        loop.execute { pair.server.value!.write([1, 2, 3]) }
+        try closed.wait("onClose after the failed write")
+        try onLoop(loop) {}
+        #expect(calls.value.count == 1)
+        let error = try #require(calls.value.first ?? nil)
+        #expect(["ECONNRESET", "EPIPE"].contains(error.name))
+        #expect(error.operation.hasPrefix("write to 127.0.0.1:"))
+        #expect(try onLoop(loop) { pair.server.value!.pendingWriteBytes } == 0)
+    }
+
     @Test func connectToAClosedPortReportsConnectionRefused() throws {
         let loop = try startedLoop()
         defer { loop.shutdown() }
