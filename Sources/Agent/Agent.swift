@@ -33,11 +33,23 @@ public final class Agent: @unchecked Sendable {
 
     public init(config: AgentConfig, logger: Logger) throws {
         try config.validate()
+        Self.unblockShutdownSignals()
         self.config = config
         self.logger = logger
         do { loop = try Loop(name: "conclave-loop") } catch {
             throw AgentError.startup("cannot create the event loop: \(error)")
         }
+    }
+
+    /// A parent may start us with SIGINT/SIGTERM blocked (some process launchers do); the
+    /// signals would then stay pending forever. Unblock them before any thread is created,
+    /// since threads inherit the mask.
+    private static func unblockShutdownSignals() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
     /// The HTTP port actually bound (differs from the configured one when that was 0).

@@ -36,7 +36,7 @@ extension HTTPAPI {
                     var body: [UInt8] = [UInt8(ascii: "[")]
                     for (i, k) in keys.enumerated() {
                         if i > 0 { body.append(UInt8(ascii: ",")) }
-                        JSONText.appendEscaped(k, to: &body)
+                        JSONText.appendQuoted(k, to: &body)
                     }
                     body.append(UInt8(ascii: "]"))
                     return (index, .json(status: 200, body))
@@ -89,7 +89,7 @@ extension HTTPAPI {
             out.append(contentsOf: #"{"LockIndex":"#.utf8)
             out.append(contentsOf: String(entry.lockIndex).utf8)
             out.append(contentsOf: #","Key":"#.utf8)
-            JSONText.appendEscaped(entry.key, to: &out)
+            JSONText.appendQuoted(entry.key, to: &out)
             out.append(contentsOf: #","Flags":"#.utf8)
             out.append(contentsOf: String(entry.flags).utf8)
             out.append(contentsOf: #","Value":"#.utf8)
@@ -102,7 +102,7 @@ extension HTTPAPI {
             }
             if let session = entry.session {
                 out.append(contentsOf: #","Session":"#.utf8)
-                JSONText.appendEscaped(session, to: &out)
+                JSONText.appendQuoted(session, to: &out)
             }
             out.append(contentsOf: #","CreateIndex":"#.utf8)
             out.append(contentsOf: String(entry.createIndex).utf8)

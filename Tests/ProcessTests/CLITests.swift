@@ -51,7 +51,7 @@ struct CLITests {
         let keys = try runCLI(["kv", "get"] + addr + ["-keys", ""])
         #expect(keys.stdout == "app/\n")
 
-        let casFail = try runCLI(["kv", "put"] + addr + ["-cas", "-modify-index=1", "app/name", "x"])
+        let casFail = try runCLI(["kv", "put"] + addr + ["-cas", "-modify-index=99999", "app/name", "x"])
         #expect(casFail.status == 1)
         #expect(casFail.stderr.contains("CAS failed"))
         let casNew = try runCLI(["kv", "put"] + addr + ["-cas", "-modify-index=0", "app/fresh", "x"])

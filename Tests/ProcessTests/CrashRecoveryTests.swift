@@ -8,23 +8,24 @@ struct CrashRecoveryTests {
     @Test func acknowledgedWritesSurviveKill9() throws {
         let dir = temporaryDataDir("kill9")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var acknowledged: [String: String] = [:]
+        let record = Acknowledged()
         do {
             let agent = try AgentProcess(dataDir: dir)
+            let port = agent.httpPort
             // Several concurrent writers so batches (group commit) hold many commands.
-            let lock = NSLock()
             DispatchQueue.concurrentPerform(iterations: 8) { writer in
-                var client = agent.client()
+                var client = HTTPClient(host: "127.0.0.1", port: port, timeoutSeconds: 30)
                 for i in 0..<60 {
                     let key = "crash/\(writer)/\(i)", value = "v-\(writer)-\(i)"
                     if let r = try? client.request(method: "PUT", path: "/v1/kv/\(key)", body: Array(value.utf8)),
                        r.status == 200, String(decoding: r.body, as: UTF8.self) == "true" {
-                        lock.lock(); acknowledged[key] = value; lock.unlock()
+                        record.add(key, value)
                     }
                 }
             }
             agent.kill9()
         }
+        let acknowledged = record.snapshot
         #expect(acknowledged.count == 480)
         let restarted = try AgentProcess(dataDir: dir)
         defer { _ = restarted.terminate() }
@@ -42,8 +43,7 @@ struct CrashRecoveryTests {
         let dir = temporaryDataDir("kill9-load")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let agent = try AgentProcess(dataDir: dir)
-        let lock = NSLock()
-        var acknowledged: [String: String] = [:]
+        let record = Acknowledged()
         let port = agent.httpPort
         let writers = DispatchGroup()
         for writer in 0..<4 {
@@ -52,16 +52,16 @@ struct CrashRecoveryTests {
                 for i in 0..<100_000 {
                     let key = "load/\(writer)/\(i)"
                     guard let r = try? client.request(method: "PUT", path: "/v1/kv/\(key)", body: Array(key.utf8)) else { return }
-                    if r.status == 200 { lock.lock(); acknowledged[key] = key; lock.unlock() }
+                    if r.status == 200 { record.add(key, key) }
                 }
             }
         }
         // Kill while writes are in flight, once some have been acknowledged.
         let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline { lock.lock(); let n = acknowledged.count; lock.unlock(); if n >= 400 { break }; usleep(10_000) }
+        while Date() < deadline, record.snapshot.count < 400 { usleep(10_000) }
         agent.kill9()
         writers.wait()
-        lock.lock(); let snapshot = acknowledged; lock.unlock()
+        let snapshot = record.snapshot
         #expect(snapshot.count >= 400)
 
         let restarted = try AgentProcess(dataDir: dir)
@@ -86,4 +86,12 @@ struct CrashRecoveryTests {
         var second = again.client()
         #expect(String(decoding: try second.request(method: "GET", path: "/v1/kv/term?raw").body, as: UTF8.self) == "kept")
     }
+}
+
+/// Writes acknowledged by the agent, recorded from several writer threads.
+final class Acknowledged: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [String: String] = [:]
+    func add(_ key: String, _ value: String) { lock.lock(); values[key] = value; lock.unlock() }
+    var snapshot: [String: String] { lock.lock(); defer { lock.unlock() }; return values }
 }

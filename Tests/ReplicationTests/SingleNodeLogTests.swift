@@ -54,7 +54,7 @@ struct SingleNodeLogTests {
         let dir = NSTemporaryDirectory() + "/conclave-log-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let collected = Collected()
-        try withLog(dir) { loop, log in
+        try withLog(dir) { loop, log throws in
             loop.execute {
                 log.value.onApplied = { collected.add($0) }
                 for i in 0..<2000 {
@@ -76,7 +76,7 @@ struct SingleNodeLogTests {
         let dir = NSTemporaryDirectory() + "/conclave-log-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let collected = Collected()
-        try withLog(dir) { loop, log in
+        try withLog(dir) { loop, log throws in
             loop.execute {
                 log.value.submit(KVCommand.set(key: "a", value: Array("1".utf8), flags: 7).encoded()) { collected.add($0) }
                 log.value.submit(KVCommand.checkAndSet(key: "a", value: [2], flags: 0, modifyIndex: 99).encoded()) { collected.add($0) }
@@ -84,7 +84,7 @@ struct SingleNodeLogTests {
             #expect(waitFor { collected.count == 2 })
         }
         #expect((try? collected.outcomes[1].get().result) == .success(false))
-        try withLog(dir) { _, log in
+        try withLog(dir) { _, log throws in
             let (index, entry) = try log.value.reader.get("a")
             #expect(entry?.value == Array("1".utf8))
             #expect(entry?.flags == 7)
@@ -116,7 +116,7 @@ struct SingleNodeLogTests {
             logEnv.close()
             stateEnv.close()
         }
-        try withLog(dir) { _, log in
+        try withLog(dir) { _, log throws in
             #expect(log.value.lastAppliedIndex == 3)
             #expect(try log.value.reader.get("x").entry?.value == Array("state-2".utf8))
             #expect(try log.value.reader.get("y").entry?.value == Array("log-3".utf8))
