@@ -121,6 +121,7 @@ final class HTTPConnection {
     /// After a parse error or `Connection: close` nothing more is read or answered.
     private var closingAfterQueue = false
     private var pendingError: HTTPResponse?
+    private var dispatching = false
     private(set) var isClosed = false
 
     init(tcp: TCPConnection, server: HTTPServer, limits: HTTPLimits, now: UInt64) {
@@ -153,16 +154,35 @@ final class HTTPConnection {
             tcp.stopReading()
             readingPausedForPipeline = !closingAfterQueue
         }
-        // Handlers may answer synchronously and even close us; dispatch from a snapshot.
-        for responder in queue where responder.response == nil && !responder.dispatched {
-            responder.dispatched = true
-            server.dispatch(responder)
-            if isClosed { return }
-        }
-        flushReadyResponses()
+        dispatchWithinLimit()
     }
 
+    /// Hands requests to the handler while fewer than `maxPipelined` are being worked on.
+    /// Requests parsed beyond that wait here (bounded by one read, since reading is paused),
+    /// so one client cannot make the agent work on an unbounded number of requests at once.
+    private func dispatchWithinLimit() {
+        guard !dispatching, let server else { return }
+        dispatching = true
+        while !isClosed {
+            let working = queue.reduce(0) { $0 + ($1.dispatched && $1.response == nil ? 1 : 0) }
+            guard working < server.maxPipelined, let next = queue.first(where: { !$0.dispatched }) else { break }
+            next.dispatched = true
+            server.dispatch(next)   // may answer synchronously, and even close us
+        }
+        dispatching = false
+        writeAnswered()
+    }
+
+    /// Called when a handler answers: write what is now in order, then start more work.
     func flushReadyResponses() {
+        writeAnswered()
+        if !isClosed && !dispatching { dispatchWithinLimit() }
+    }
+
+    /// Writes every answer at the head of the queue (answers behind an unanswered request
+    /// wait: HTTP/1.1 answers pipelined requests in order), closes when the exchange is
+    /// over, and resumes reading once the queue has drained enough.
+    private func writeAnswered() {
         guard !isClosed else { return }
         var out: [UInt8] = []
         var mustClose = false
