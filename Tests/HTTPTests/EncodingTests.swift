@@ -1,6 +1,7 @@
 // Response serialization, JSON string escaping and base64: exact bytes for known cases and
 // properties checked against Foundation for random inputs.
 
+import TestSupport
 import Foundation
 import Testing
 @testable import HTTP

@@ -5,6 +5,7 @@ import Foundation
 import Glibc
 @testable import HTTP
 import Logging
+import TestSupport
 import Testing
 
 /// A server on its own loop with a handler the test controls; responders are held here so
@@ -270,7 +271,7 @@ struct HTTPServerTests {
         let harness = try ServerHarness()
         defer { harness.stop() }
         let seed = UInt64.random(in: 0...UInt64.max)
-        var rng = SplitMix(seed: seed)
+        var rng = SeededGenerator(seed: seed)
         let samples = [
             "GET / HTTP/1.1\r\n\r\n", "PUT /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             "POST /y HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
@@ -293,17 +294,5 @@ struct HTTPServerTests {
         var client = HTTPClient(host: "127.0.0.1", port: harness.port)
         let response = try client.request(method: "GET", path: "/still-alive")
         #expect(response.status == 200, "seed \(seed)")
-    }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -2,21 +2,10 @@
 // random chunkings, always end in requests or an error, never a crash or a hang, and the
 // outcome does not depend on how the bytes were chunked. A failure names its seed to replay.
 
+import TestSupport
 import Testing
 @testable import HTTP
 
-/// SplitMix64: small, seedable, identical on every platform.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite struct ParserFuzzTests {
     static let fragments: [String] = [

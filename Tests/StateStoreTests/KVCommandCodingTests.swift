@@ -1,5 +1,6 @@
 // The command encoding: round trips, specific malformed inputs, and a seeded property test
 // that decoding is total and canonical.
+import TestSupport
 import StateStore
 import Testing
 

@@ -1,4 +1,5 @@
 // Consul's KV semantics (agent/consul/state/kvs.go), one behaviour per test.
+import TestSupport
 import StateStore
 import Storage
 import Testing
