@@ -4,6 +4,8 @@
 //   CLibShims/*   system-library shims for libuv, LMDB and http-parser
 //   EventLoop     Swift over libuv: the loop thread, TCP, UDP, timers, cross-thread mailbox
 //   Storage       Swift over LMDB: environments, transactions, cursors, the log store
+//   RaftCore      the Raft protocol as a deterministic state machine (no I/O, no clock)
+//   GossipCore    SWIM membership with Lifeguard as a deterministic state machine (no I/O)
 //   StateStore    the replicated state machine's tables (KV) and their binary commands
 //   Replication   the durable command log: disk thread, group commit, apply (one node for now)
 //   HTTP          HTTP/1.1 parsing, responses, the server on the loop, a small blocking client
@@ -16,7 +18,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "conclave", targets: ["conclave"]),
-        .library(name: "ConclaveCore", targets: ["EventLoop", "Storage", "StateStore", "Replication", "HTTP", "Agent"]),
+        .library(name: "ConclaveCore", targets: ["EventLoop", "Storage", "StateStore", "Replication", "HTTP", "Agent", "RaftCore", "GossipCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -29,6 +31,8 @@ let package = Package(
         .systemLibrary(name: "CHTTPParser", path: "CLibShims/CHTTPParser",
                        providers: [.apt(["libhttp-parser-dev"]), .brew(["http-parser"])]),
 
+        .target(name: "RaftCore"),
+        .target(name: "GossipCore"),
         .target(name: "EventLoop", dependencies: ["CLibUV", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Storage", dependencies: ["CLMDB"]),
         .target(name: "StateStore", dependencies: ["Storage"]),
@@ -42,6 +46,8 @@ let package = Package(
 
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
+        .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "TestSupport"]),
+        .testTarget(name: "GossipCoreTests", dependencies: ["GossipCore", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
         .testTarget(name: "StateStoreTests", dependencies: ["StateStore", "Storage", "TestSupport"]),
         .testTarget(name: "ReplicationTests", dependencies: ["Replication", "StateStore", "Storage", "EventLoop"]),

@@ -1,0 +1,1 @@
+// GossipCore: placeholder until the module lands.

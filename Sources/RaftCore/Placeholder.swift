@@ -1,0 +1,1 @@
+// RaftCore: placeholder until the module lands.
