@@ -20,7 +20,7 @@ final class BlockingQueries {
     private var nextID: UInt64 = 0
     private var watchers: [UInt64: Watcher] = [:]
     private var byKey: [String: Set<UInt64>] = [:]
-    private var byPrefix: [UInt64: String] = [:]
+    private var byPrefix: [String: Set<UInt64>] = [:]
 
     init(loop: Loop, maxWatchers: Int = 65_536) {
         self.loop = loop
@@ -40,12 +40,14 @@ final class BlockingQueries {
         watchers[id] = Watcher(scope: scope, timer: timer, wake: wake)
         switch scope {
         case .key(let key): byKey[key, default: []].insert(id)
-        case .prefix(let prefix): byPrefix[id] = prefix
+        case .prefix(let prefix): byPrefix[prefix, default: []].insert(id)
         }
         return true
     }
 
-    /// Wakes every watcher whose scope covers one of `keys`.
+    /// Wakes every watcher whose scope covers one of `keys`. Cost: one lookup per changed
+    /// key, plus one binary search per distinct watched prefix (not per watcher × key), so a
+    /// large batch with many parked queries stays cheap on the loop thread.
     func notify(changedKeys keys: [String]) {
         guard !watchers.isEmpty, !keys.isEmpty else { return }
         var woken = Set<UInt64>()
@@ -53,11 +55,24 @@ final class BlockingQueries {
             if let ids = byKey[key] { woken.formUnion(ids) }
         }
         if !byPrefix.isEmpty {
-            for (id, prefix) in byPrefix where !woken.contains(id) {
-                if prefix.isEmpty || keys.contains(where: { $0.hasPrefix(prefix) }) { woken.insert(id) }
+            // Bytes, not String comparison: the store matches prefixes on UTF-8 bytes, and
+            // String ordering follows Unicode canonical equivalence instead.
+            let sorted = keys.map { Array($0.utf8) }.sorted { $0.lexicographicallyPrecedes($1) }
+            for (prefix, ids) in byPrefix where Self.anyKey(in: sorted, hasPrefix: Array(prefix.utf8)) {
+                woken.formUnion(ids)
             }
         }
         for id in woken { fire(id) }
+    }
+
+    /// Keys with a given prefix sort together, starting at the first key >= prefix.
+    static func anyKey(in sorted: [[UInt8]], hasPrefix prefix: [UInt8]) -> Bool {
+        var low = 0, high = sorted.count
+        while low < high {
+            let mid = (low + high) / 2
+            if sorted[mid].lexicographicallyPrecedes(prefix) { low = mid + 1 } else { high = mid }
+        }
+        return low < sorted.count && sorted[low].starts(with: prefix)
     }
 
     private func fire(_ id: UInt64) {
@@ -67,8 +82,9 @@ final class BlockingQueries {
         case .key(let key):
             byKey[key]?.remove(id)
             if byKey[key]?.isEmpty == true { byKey.removeValue(forKey: key) }
-        case .prefix:
-            byPrefix.removeValue(forKey: id)
+        case .prefix(let prefix):
+            byPrefix[prefix]?.remove(id)
+            if byPrefix[prefix]?.isEmpty == true { byPrefix.removeValue(forKey: prefix) }
         }
         watcher.wake()
     }
