@@ -159,6 +159,14 @@ let benchmarks: @Sendable () -> Void = {
 
 let putsPerSecond = BenchmarkMetric.custom("puts/s", polarity: .prefersLarger, useScalingFactor: false)
 
+/// The agent makes its own loggers (replication, HTTP) through the global logging system: keep
+/// their per-start info lines out of the benchmark's output. Bootstrapped once per process.
+let agentLogsAtErrorLevel: Void = LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = .error
+    return handler
+}
+
 /// A server agent on 127.0.0.1 with an ephemeral HTTP port and a temporary data dir (as
 /// Tests/AgentTests/TestAgent.swift), and one kept-alive client. Released → stopped, removed.
 final class AgentFixture: @unchecked Sendable {
@@ -170,6 +178,7 @@ final class AgentFixture: @unchecked Sendable {
 
     /// `preload`: keys written with a 256-byte value before the benchmark starts.
     init(preload: [String] = []) throws {
+        _ = agentLogsAtErrorLevel
         var config = AgentConfig()
         config.server = true
         config.bootstrap = true
