@@ -34,7 +34,16 @@ public final class Loop: @unchecked Sendable {
     private var isJoined = false
     private var closeStatus: Int32?
 
+    /// libuv writes sockets with writev(2), which cannot take MSG_NOSIGNAL, and does not
+    /// ignore SIGPIPE itself: without this, a client that closes while we write to it kills
+    /// the whole process (reproduced by HostileClientTests). A write to a closed peer must
+    /// be an EPIPE error on that one connection, so the signal is ignored process-wide.
+    static func ignoreBrokenPipeSignal() {
+        signal(SIGPIPE, SIG_IGN)
+    }
+
     public init(name: String = "conclave-loop") throws(LoopError) {
+        Self.ignoreBrokenPipeSignal()
         let uvLoop = UnsafeMutablePointer<uv_loop_t>.allocate(capacity: 1)
         let status = uv_loop_init(uvLoop)
         guard status == 0 else {

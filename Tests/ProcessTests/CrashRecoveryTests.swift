@@ -95,3 +95,41 @@ final class Acknowledged: @unchecked Sendable {
     func add(_ key: String, _ value: String) { lock.lock(); values[key] = value; lock.unlock() }
     var snapshot: [String: String] { lock.lock(); defer { lock.unlock() }; return values }
 }
+
+@Suite("Agent process: hostile clients", .serialized)
+struct HostileClientTests {
+    /// A client that resets the connection while a large answer is being written must not
+    /// take the agent down (a write to a reset socket raises SIGPIPE unless it is ignored).
+    @Test func clientsResettingMidResponseDoNotKillTheAgent() throws {
+        let dir = temporaryDataDir("sigpipe")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let agent = try AgentProcess(dataDir: dir)
+        defer { _ = agent.terminate() }
+        var client = agent.client()
+        _ = try client.request(method: "PUT", path: "/v1/kv/big", body: [UInt8](repeating: 42, count: 512 * 1024))
+        for attempt in 0..<80 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(agent.httpPort).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            let request = Array(String(repeating: "GET /v1/kv/big?raw HTTP/1.1\r\n\r\n", count: 8).utf8)
+            _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            usleep(2_000)
+            if attempt % 2 == 0 {
+                var reset = linger(l_onoff: 1, l_linger: 0)   // close with RST, not FIN
+                setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, socklen_t(MemoryLayout<linger>.size))
+            }
+            // A normal close with unread data makes our kernel answer the agent's next
+            // segments with RST; the agent's write after that fails with EPIPE.
+            close(fd)
+        }
+        usleep(200_000)
+        #expect(agent.process.isRunning, "agent died: \(agent.output.text.suffix(2000))")
+        var after = agent.client()
+        #expect(try after.request(method: "GET", path: "/v1/status/leader").status == 200)
+    }
+}
