@@ -131,8 +131,9 @@ public enum GossipMath {
 
     /// suspicionMult × max(1, log10(max(1, n))) × probeInterval, in ms.
     public static func suspicionTimeoutMs(mult: Int, members n: Int, probeIntervalMs: Int64) -> Int64 {
-        let nodeScale = max(1.0, log10(Double(max(1, n))))
-        return Int64((Double(mult) * nodeScale * Double(probeIntervalMs)).rounded(.down))
+        // Like memberlist: the scale in thousandths, so log10(100) gives exactly 2.000.
+        let nodeScaleMilli = Int64((max(1.0, log10(Double(max(1, n)))) * 1_000).rounded())
+        return Int64(mult) * nodeScaleMilli * probeIntervalMs / 1_000
     }
 
     /// memberlist pushPullScale: unchanged up to 32 members, then × (ceil(log2(n) - log2(32)) + 1).
