@@ -130,6 +130,7 @@ public final class Memberlist {
     /// A stream opened by a peer carrying one message; returns the reply to write back.
     public func receiveStream(_ bytes: [UInt8], from address: String, nowMs: Int64) -> [UInt8]? {
         advance(nowMs)
+        guard bytes.count <= WireLimits.maxStreamBytes else { stats.decodeErrors += 1; return nil }
         let message: GossipMessage
         do { message = try GossipWire.decodeMessage(bytes) } catch { stats.decodeErrors += 1; return nil }
         switch message {
@@ -150,6 +151,7 @@ public final class Memberlist {
     public func streamResult(id: UInt64, reply: [UInt8]?, nowMs: Int64) {
         advance(nowMs)
         guard let pending = streams.removeValue(forKey: id), let reply else { return }
+        guard reply.count <= WireLimits.maxStreamBytes else { stats.decodeErrors += 1; return }
         let message: GossipMessage
         do { message = try GossipWire.decodeMessage(reply) } catch { stats.decodeErrors += 1; return }
         switch (pending, message) {
