@@ -17,29 +17,53 @@ import TestSupport
     }
 
     @Test func killedMemberIsDeclaredFailedByEveryMemberWithinSuspicionBounds() {
-        let n = 200
-        let m = Scenarios.failure(members: n, seed: simulationSeed(42, "failure n=\(n)"))
-        let all = try! #require(m.allFailedMs, "not every member declared the victim failed")
-        let c = GossipConfig.lan(name: "x", address: "x", randomSeed: 0)
-        let maxSuspicion = Int64(c.suspicionMaxTimeoutMult) *
-            GossipMath.suspicionTimeoutMs(mult: c.suspicionMult, members: n, probeIntervalMs: c.probeIntervalMs)
-        // Detection takes about a protocol round (plus the failing probe itself), then at most the
-        // maximum suspicion timeout, then the `dead` gossip spreads in a few seconds.
-        print("failure n=\(n): first suspicion \(m.firstSuspicionMs ?? -1) ms, first failed \(m.firstFailedMs ?? -1) ms, all \(all) ms")
-        #expect(all <= 10 * c.probeIntervalMs + maxSuspicion)
-        #expect(m.falseFailures == 0)
+        for n in [100, 1_000] {
+            let m = Scenarios.failure(members: n, seed: simulationSeed(42 &+ UInt64(n), "failure n=\(n)"))
+            let all = try! #require(m.allFailedMs, "not every member declared the victim failed, n=\(n)")
+            let c = GossipConfig.lan(name: "x", address: "x", randomSeed: 0)
+            let maxSuspicion = Int64(c.suspicionMaxTimeoutMult) *
+                GossipMath.suspicionTimeoutMs(mult: c.suspicionMult, members: n, probeIntervalMs: c.probeIntervalMs)
+            // Detection takes about a protocol round (plus the failing probe itself), then at most the
+            // maximum suspicion timeout, then the `dead` gossip spreads in about a second.
+            print("failure n=\(n): first suspicion \(m.firstSuspicionMs ?? -1) ms, first failed \(m.firstFailedMs ?? -1) ms, all \(all) ms")
+            #expect(m.firstSuspicionMs ?? .max <= 5 * c.probeIntervalMs)
+            #expect(all <= 10 * c.probeIntervalMs + maxSuspicion)
+            #expect(m.falseFailures == 0)
+        }
     }
 
     @Test func fivePercentPacketLossCausesNoFalseFailures() {
         let seed = simulationSeed(5, "loss")
-        let sim = Simulator(seed: seed, network: NetworkModel(lossRate: 0.05, delayMs: 1, jitterMs: 5))
-        sim.startWarmCluster(count: 50)
+        let sim = Simulator(seed: seed, network: NetworkModel(lossRate: 0.05, duplicateRate: 0.01, delayMs: 1, jitterMs: 5))
+        sim.startWarmCluster(count: 100)
         var failures: [String] = []
         sim.onEvent = { observer, event, at in
             if case let .failed(m) = event { failures.append("n\(observer) declared \(m.name) failed at \(at) ms") }
         }
-        sim.run(untilMs: 300_000)
+        sim.run(untilMs: 600_000)
         #expect(failures.isEmpty, "\(failures.prefix(5))")
+        let suspicions = (0..<100).reduce(0) { $0 + sim.node($1).stats.suspicionsRaised }
+        print("5% loss, 100 members, 10 virtual minutes: \(suspicions) suspicions raised and refuted, 0 failures")
+    }
+
+    @Test func sameSeedReplaysTheSameRun() {
+        func fingerprint() -> [String] {
+            let sim = Simulator(seed: 99, network: NetworkModel(lossRate: 0.1, duplicateRate: 0.05, delayMs: 1, jitterMs: 20))
+            sim.startWarmCluster(count: 30)
+            var log: [String] = []
+            sim.onEvent = { observer, event, at in log.append("\(at) n\(observer) \(event)") }
+            sim.kill(3)
+            sim.run(untilMs: 60_000)
+            log.append("delivered \(sim.packetsDelivered)")
+            return log
+        }
+        let first = fingerprint()
+        #expect(first == fingerprint())
+        #expect(first.count > 1)
+        // Across processes too (no dependence on hash-seeded iteration order): compare this line between runs.
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in first.joined(separator: "\n").utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        print("replay fingerprint seed=99: \(first.count) events, fnv1a=\(h)")
     }
 
     @Test func partitionedMembersAreDeclaredFailedAndRejoinAfterHealing() {

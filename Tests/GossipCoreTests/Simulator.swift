@@ -22,6 +22,8 @@ func simulationSeed(_ fallback: UInt64, _ label: String) -> UInt64 {
 
 struct NetworkModel {
     var lossRate = 0.0
+    /// Probability that a delivered datagram arrives twice (with its own delay).
+    var duplicateRate = 0.0
     var delayMs: Int64 = 1
     var jitterMs: Int64 = 2
     /// A stream to an unreachable member fails after this long.
@@ -183,8 +185,11 @@ final class Simulator {
             case let .sendPacket(to, bytes):
                 guard let j = indexByAddress[to], reachable(i, j) else { continue }
                 if network.lossRate > 0 && Double.random(in: 0..<1, using: &rng) < network.lossRate { continue }
-                let lag = slowInboundMs[j].map { Int64.random(in: $0, using: &rng) } ?? 0
-                push(nowMs + latency() + lag, .packet(to: j, from: addresses[i], bytes: bytes))
+                let copies = network.duplicateRate > 0 && Double.random(in: 0..<1, using: &rng) < network.duplicateRate ? 2 : 1
+                for _ in 0..<copies {
+                    let lag = slowInboundMs[j].map { Int64.random(in: $0, using: &rng) } ?? 0
+                    push(nowMs + latency() + lag, .packet(to: j, from: addresses[i], bytes: bytes))
+                }
             case let .openStream(id, _, to, bytes):
                 if let j = indexByAddress[to], reachable(i, j) {
                     push(nowMs + latency(), .streamRequest(to: j, from: i, id: id, bytes: bytes))
