@@ -6,21 +6,21 @@
 
 public final class Memberlist {
     public let config: GossipConfig
-    public private(set) var stats = GossipStats()
+    public internal(set) var stats = GossipStats()
 
     // Member table: an array for deterministic iteration/random picks, an index by name.
-    private var memberList: [Member] = []
-    private var indexByName: [String: Int] = [:]
-    private var probeOrder: [String] = []
-    private var probeCursor = 0
+    var memberList: [Member] = []
+    var indexByName: [String: Int] = [:]
+    var probeOrder: [String] = []
+    var probeCursor = 0
 
-    private var rng: GossipRandom
-    private var awareness: Awareness
-    private var broadcasts: BroadcastQueue
-    private var suspicions: [String: Suspicion] = [:]
-    private var effects: [GossipEffect] = []
+    var rng: GossipRandom
+    var awareness: Awareness
+    var broadcasts: BroadcastQueue
+    var suspicions: [String: Suspicion] = [:]
+    var effects: [GossipEffect] = []
 
-    private struct Probe {
+    struct Probe {
         var seq: UInt32
         var target: String
         var timeoutAtMs: Int64
@@ -29,21 +29,21 @@ public final class Memberlist {
         var expectedNacks = 0
         var nacks = 0
     }
-    private var probe: Probe?
-    private var nextProbeMs: Int64 = 0
-    private var nextGossipMs: Int64 = 0
-    private var nextPushPullMs: Int64 = 0
+    var probe: Probe?
+    var nextProbeMs: Int64 = 0
+    var nextGossipMs: Int64 = 0
+    var nextPushPullMs: Int64 = 0
 
-    private struct Relay { var originAddress: String; var originSeq: UInt32; var deadlineMs: Int64; var wantNack: Bool }
-    private var relays: [UInt32: Relay] = [:]
-    private var seq: UInt32 = 0
+    struct Relay { var originAddress: String; var originSeq: UInt32; var deadlineMs: Int64; var wantNack: Bool }
+    var relays: [UInt32: Relay] = [:]
+    var seq: UInt32 = 0
 
-    private enum PendingStream { case pushPull, fallbackPing(probeSeq: UInt32) }
-    private var streams: [UInt64: PendingStream] = [:]
-    private var nextStreamID: UInt64 = 0
+    enum PendingStream { case pushPull, fallbackPing(probeSeq: UInt32) }
+    var streams: [UInt64: PendingStream] = [:]
+    var nextStreamID: UInt64 = 0
 
-    private var leaving = false
-    private var nowMs: Int64
+    var leaving = false
+    var nowMs: Int64
 
     /// `knownMembers` restores a membership (e.g. from a snapshot) without events or gossip.
     public init(config: GossipConfig, nowMs: Int64 = 0, knownMembers: [Member] = []) throws(GossipConfigError) {
@@ -108,7 +108,7 @@ public final class Memberlist {
     /// New tags for ourselves: a higher incarnation gossiped as `alive`.
     public func updateTags(_ tags: [String: String], nowMs: Int64) throws(GossipError) {
         advance(nowMs)
-        let size = tags.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+        let size = tagsBytes(tags)
         if size > config.maxTagsBytes || tags.count > WireLimits.maxTagPairs { throw .tagsTooLarge(size: size, limit: config.maxTagsBytes) }
         if leaving { throw .alreadyLeft }
         let i = indexByName[config.name]!
@@ -189,113 +189,14 @@ public final class Memberlist {
         }
     }
 
-    private func advance(_ now: Int64) {
+    func advance(_ now: Int64) {
         precondition(now >= nowMs, "time went backwards: \(now) < \(nowMs)")
         nowMs = now
     }
 
-    // MARK: Probing (SWIM §4, Lifeguard)
-
-    private func startProbe() {
-        nextProbeMs = nowMs + config.probeIntervalMs
-        guard let target = nextProbeTarget() else { return }
-        seq &+= 1
-        let p = Probe(seq: seq, target: target.name, timeoutAtMs: nowMs + awareness.scale(config.probeTimeoutMs),
-                      endAtMs: nowMs + awareness.scale(config.probeIntervalMs))
-        probe = p
-        stats.probesStarted += 1
-        var extra: [GossipMessage] = []
-        if target.state == .suspect {
-            // Lifeguard buddy system: tell a suspect at once, so it can refute.
-            extra.append(.suspect(incarnation: target.incarnation, node: target.name, from: config.name))
-        }
-        send(.ping(seq: p.seq, target: target.name, source: config.name, sourceAddress: config.address), to: target.address, extra: extra)
-    }
-
-    private func nextProbeTarget() -> Member? {
-        var checked = 0
-        while checked <= probeOrder.count {
-            if probeCursor >= probeOrder.count { reshuffleProbeOrder() }
-            if probeOrder.isEmpty { return nil }
-            let name = probeOrder[probeCursor]
-            probeCursor += 1
-            checked += 1
-            guard let i = indexByName[name], name != config.name else { continue }
-            let m = memberList[i]
-            if m.state.isDeadOrLeft { continue }
-            return m
-        }
-        return nil
-    }
-
-    /// A new round: forget long-dead members, then a fresh random order (SWIM's round-robin).
-    private func reshuffleProbeOrder() {
-        let expired = memberList.filter { $0.state.isDeadOrLeft && nowMs - $0.stateChangeMs >= config.reapAfterMs && $0.name != config.name }
-        for m in expired { remove(m.name); effects.append(.event(.reap(m))) }
-        probeOrder = memberList.map(\.name)
-        probeOrder.shuffle(using: &rng)
-        probeCursor = 0
-    }
-
-    private func sendIndirectProbes(_ p: inout Probe) {
-        p.indirectSent = true
-        guard let target = member(named: p.target) else { return }
-        let relays = randomMembers(config.indirectChecks, where: { $0.state == .alive && $0.name != p.target })
-        for r in relays {
-            p.expectedNacks += 1
-            send(.indirectPing(seq: p.seq, target: target.name, targetAddress: target.address, source: config.name,
-                               sourceAddress: config.address, wantNack: true), to: r.address)
-        }
-        if config.tcpFallbackProbe {
-            openStream(.fallbackPing(probeSeq: p.seq), to: target.address,
-                       message: .ping(seq: p.seq, target: target.name, source: config.name, sourceAddress: config.address))
-        }
-    }
-
-    private func probeAcked(seq: UInt32) {
-        guard let p = probe, p.seq == seq else { return }
-        // Lifeguard: a direct ack in time means we are healthy; an indirect one says nothing about us.
-        if !p.indirectSent { awareness.apply(delta: -1) }
-        stats.probesAcked += 1
-        probe = nil
-    }
-
-    private func probeFailed(_ p: Probe) {
-        probe = nil
-        stats.probesFailed += 1
-        // Lifeguard: relays that stayed silent (no nack) suggest that we are the slow one.
-        awareness.apply(delta: p.expectedNacks > 0 ? p.expectedNacks - p.nacks : 1)
-        guard let target = member(named: p.target), target.state == .alive || target.state == .suspect else { return }
-        if target.state == .alive { stats.suspicionsRaised += 1 }
-        handleSuspect(incarnation: target.incarnation, node: target.name, from: config.name)
-    }
-
-    private func handleAck(seq: UInt32) {
-        if let r = relays.removeValue(forKey: seq) {
-            send(.ack(seq: r.originSeq), to: r.originAddress)
-        } else {
-            probeAcked(seq: seq)
-        }
-    }
-
-    private func handleIndirectPing(seq origin: UInt32, target: String, targetAddress: String, wantNack: Bool, from: String) {
-        if relays.count >= config.maxRelaysInFlight { stats.droppedRelays += 1; return }
-        seq &+= 1
-        relays[seq] = Relay(originAddress: from, originSeq: origin, deadlineMs: nowMs + config.probeTimeoutMs, wantNack: wantNack)
-        send(.ping(seq: seq, target: target, source: config.name, sourceAddress: config.address), to: targetAddress)
-    }
-
-    private func expireRelays() {
-        let due = relays.filter { $0.value.deadlineMs <= nowMs }.keys.sorted()
-        for k in due {
-            let r = relays.removeValue(forKey: k)!
-            if r.wantNack { send(.nack(seq: r.originSeq), to: r.originAddress) }
-        }
-    }
-
     // MARK: Message dispatch
 
-    private func handle(_ m: GossipMessage, from address: String) {
+    func handle(_ m: GossipMessage, from address: String) {
         switch m {
         case let .ping(seq, target, _, _):
             if !target.isEmpty && target != config.name { return }
@@ -317,212 +218,4 @@ public final class Memberlist {
         }
     }
 
-    // MARK: State precedence (memberlist state.go: aliveNode / suspectNode / deadNode)
-
-    private func handleAlive(incarnation inc: UInt32, node: String, address: String, tags: [String: String]) {
-        if node == config.name {
-            let me = memberList[indexByName[node]!]
-            // Someone holds a newer or different view of us: outbid it.
-            if !leaving && (inc > me.incarnation || (inc == me.incarnation && (tags != me.tags || address != me.address))) {
-                refute(accusedIncarnation: inc)
-            }
-            return
-        }
-        guard let i = indexByName[node] else {
-            let m = Member(name: node, address: address, incarnation: inc, state: .alive, tags: tags, stateChangeMs: nowMs)
-            insert(m)
-            insertIntoProbeOrder(node)
-            queueAlive(m)
-            effects.append(.event(.join(m)))
-            return
-        }
-        let old = memberList[i]
-        if inc <= old.incarnation { return }
-        suspicions[node] = nil
-        memberList[i].incarnation = inc
-        memberList[i].address = address
-        memberList[i].tags = tags
-        if old.state != .alive { memberList[i].state = .alive; memberList[i].stateChangeMs = nowMs }
-        queueAlive(memberList[i])
-        if old.state.isDeadOrLeft {
-            effects.append(.event(.join(memberList[i])))
-        } else if old.tags != tags || old.address != address {
-            effects.append(.event(.update(memberList[i])))
-        }
-    }
-
-    private func handleSuspect(incarnation inc: UInt32, node: String, from: String) {
-        guard let i = indexByName[node] else { return }
-        let m = memberList[i]
-        if inc < m.incarnation { return }
-        if suspicions[node] != nil {
-            if suspicions[node]!.confirm(from: from) {
-                broadcasts.enqueue(node: node, bytes: GossipWire.encode(.suspect(incarnation: inc, node: node, from: from)))
-            }
-            return
-        }
-        if m.state != .alive { return }
-        if node == config.name {
-            if !leaving { refute(accusedIncarnation: inc) }
-            return
-        }
-        memberList[i].incarnation = inc
-        memberList[i].state = .suspect
-        memberList[i].stateChangeMs = nowMs
-        let n = memberList.count
-        var k = config.suspicionMult - 2
-        if aliveCount - 2 < k { k = 0 }  // too few members to expect confirmations
-        let minMs = GossipMath.suspicionTimeoutMs(mult: config.suspicionMult, members: n, probeIntervalMs: config.probeIntervalMs)
-        let maxMs = Int64(config.suspicionMaxTimeoutMult) * minMs
-        suspicions[node] = Suspicion(from: from, startMs: nowMs, minMs: minMs, maxMs: maxMs, expectedConfirmations: k)
-        broadcasts.enqueue(node: node, bytes: GossipWire.encode(.suspect(incarnation: inc, node: node, from: from)))
-    }
-
-    private func handleDead(incarnation inc: UInt32, node: String, from: String) {
-        guard let i = indexByName[node] else { return }
-        let m = memberList[i]
-        if inc < m.incarnation { return }
-        suspicions[node] = nil
-        if m.state.isDeadOrLeft { return }
-        if node == config.name && !leaving {
-            refute(accusedIncarnation: inc)
-            return
-        }
-        memberList[i].incarnation = inc
-        memberList[i].state = from == node ? .left : .dead
-        memberList[i].stateChangeMs = nowMs
-        broadcasts.enqueue(node: node, bytes: GossipWire.encode(.dead(incarnation: inc, node: node, from: from)))
-        if node != config.name {
-            effects.append(.event(from == node ? .leave(memberList[i]) : .failed(memberList[i])))
-        }
-    }
-
-    /// SWIM refutation: gossip ourselves alive with an incarnation above the accusation.
-    /// Lifeguard: having to refute also means others find us slow, so our score rises.
-    private func refute(accusedIncarnation inc: UInt32) {
-        let i = indexByName[config.name]!
-        memberList[i].incarnation = Swift.max(memberList[i].incarnation, inc) &+ 1
-        stats.refutations += 1
-        awareness.apply(delta: 1)
-        queueAlive(memberList[i])
-    }
-
-    private func expireSuspicions() {
-        let due = suspicions.filter { $0.value.deadlineMs <= nowMs }.keys.sorted()
-        for name in due {
-            guard let m = member(named: name) else { suspicions[name] = nil; continue }
-            suspicions[name] = nil
-            if m.state == .suspect { handleDead(incarnation: m.incarnation, node: name, from: config.name) }
-        }
-    }
-
-    // MARK: Push-pull (anti-entropy)
-
-    private func pushPullMessage(join: Bool) -> GossipMessage {
-        let snapshot = memberList.prefix(config.maxPushPullMembers).map {
-            MemberSnapshot(name: $0.name, address: $0.address, incarnation: $0.incarnation, state: $0.state, tags: $0.tags)
-        }
-        return .pushPull(join: join, members: snapshot)
-    }
-
-    /// memberlist mergeState: a remote `dead` only makes us suspect (we may still reach it).
-    private func merge(_ remote: [MemberSnapshot]) {
-        for s in remote {
-            switch s.state {
-            case .alive: handleAlive(incarnation: s.incarnation, node: s.name, address: s.address, tags: s.tags)
-            case .left: handleDead(incarnation: s.incarnation, node: s.name, from: s.name)
-            case .dead, .suspect: handleSuspect(incarnation: s.incarnation, node: s.name, from: config.name)
-            }
-        }
-    }
-
-    private func currentPushPullIntervalMs() -> Int64 {
-        GossipMath.pushPullIntervalMs(base: config.pushPullIntervalMs, members: memberList.count)
-    }
-
-    // MARK: Dissemination
-
-    private var retransmitLimit: Int { GossipMath.retransmitLimit(mult: config.retransmitMult, members: memberList.count) }
-
-    private func queueAlive(_ m: Member) {
-        broadcasts.enqueue(node: m.name, bytes: GossipWire.encode(.alive(incarnation: m.incarnation, node: m.name, address: m.address, tags: m.tags)))
-    }
-
-    private func gossip() {
-        if broadcasts.count == 0 { return }
-        let targets = randomMembers(config.gossipNodes, where: { m in
-            switch m.state {
-            case .alive, .suspect: true
-            case .dead, .left: nowMs - m.stateChangeMs < config.gossipToTheDeadMs
-            }
-        })
-        for t in targets {
-            let parts = broadcasts.take(bytesAvailable: config.udpBufferSizeBytes - 2, overheadEach: 2, limit: retransmitLimit)
-            if parts.isEmpty { return }
-            emitPacket(parts.count == 1 ? parts[0] : GossipWire.encodeCompound(parts), to: t.address)
-        }
-    }
-
-    /// Send a message with as many queued broadcasts piggybacked as fit in the MTU.
-    private func send(_ message: GossipMessage, to address: String, extra: [GossipMessage] = []) {
-        var parts = [GossipWire.encode(message)] + extra.map(GossipWire.encode)
-        let used = parts.reduce(0) { $0 + $1.count + 2 } + 2
-        parts += broadcasts.take(bytesAvailable: config.udpBufferSizeBytes - used, overheadEach: 2, limit: retransmitLimit)
-        emitPacket(parts.count == 1 ? parts[0] : GossipWire.encodeCompound(parts), to: address)
-    }
-
-    private func emitPacket(_ bytes: [UInt8], to address: String) {
-        stats.packetsSent += 1
-        effects.append(.sendPacket(to: address, bytes: bytes))
-    }
-
-    private func openStream(_ kind: PendingStream, to address: String, message: GossipMessage) {
-        if streams.count >= config.maxStreamsInFlight { stats.droppedStreams += 1; return }
-        nextStreamID += 1
-        streams[nextStreamID] = kind
-        let k: StreamKind = if case .pushPull = kind { .pushPull } else { .fallbackPing }
-        effects.append(.openStream(id: nextStreamID, kind: k, to: address, bytes: GossipWire.encode(message)))
-    }
-
-    // MARK: Member table
-
-    private func insert(_ m: Member) {
-        indexByName[m.name] = memberList.count
-        memberList.append(m)
-        probeOrder.append(m.name)
-    }
-
-    /// SWIM: a new member goes to a random position of the current round.
-    private func insertIntoProbeOrder(_ name: String) {
-        probeOrder.removeLast()  // `insert` appended it
-        let at = Int.random(in: 0...probeOrder.count, using: &rng)
-        probeOrder.insert(name, at: at)
-        if at < probeCursor { probeCursor += 1 }
-    }
-
-    private func remove(_ name: String) {
-        guard let i = indexByName.removeValue(forKey: name) else { return }
-        let last = memberList.count - 1
-        if i != last { memberList[i] = memberList[last]; indexByName[memberList[i].name] = i }
-        memberList.removeLast()
-        suspicions[name] = nil
-    }
-
-    /// Up to k distinct random members other than us that satisfy `filter` (memberlist kRandomNodes).
-    private func randomMembers(_ k: Int, where filter: (Member) -> Bool) -> [Member] {
-        var out: [Member] = []
-        var seen = Set<Int>()
-        let n = memberList.count
-        if k <= 0 || n <= 1 { return out }
-        var attempts = 0
-        while out.count < k && attempts < 3 * n {
-            attempts += 1
-            let i = Int.random(in: 0..<n, using: &rng)
-            let m = memberList[i]
-            if m.name == config.name || seen.contains(i) || !filter(m) { continue }
-            seen.insert(i)
-            out.append(m)
-        }
-        return out
-    }
 }

@@ -56,6 +56,8 @@ public struct GossipStats: Sendable, Equatable {
     public var refutations = 0
     public var packetsSent = 0
     public var decodeErrors = 0
+    /// Alive messages ignored because their tags exceed `maxTagsBytes`.
+    public var rejectedUpdates = 0
     public var droppedRelays = 0
     public var droppedStreams = 0
 }

@@ -112,6 +112,13 @@ import Testing
             try h.node.updateTags(["k": String(repeating: "v", count: 600)], nowMs: h.nowMs)
         }
     }
+
+    @Test func aliveWithTagsOverTheLimitIsIgnored() {
+        let h = Harness(others: ["b"])
+        h.receive([.alive(incarnation: 5, node: "b", address: Harness.address("b"), tags: ["k1": String(repeating: "v", count: 300), "k2": String(repeating: "v", count: 300)])], from: "b")
+        #expect(h.node.member(named: "b")?.incarnation == 0)
+        #expect(h.node.stats.rejectedUpdates == 1)
+    }
 }
 
 @Suite("Config") struct ConfigTests {
