@@ -105,3 +105,39 @@ enum RandomMessages {
         #expect(throws: error) { try GossipWire.decodePacket(bytes) }
     }
 }
+
+@Suite("Core under random input") struct CoreFuzzTests {
+    @Test func randomMessagesAndBytesNeverBreakTheCoreInvariants() {
+        let seed = simulationSeed(31_337, "core fuzz")
+        var g = SeededGenerator(seed: seed)
+        let names = ["a", "b", "c", "d", "e"]
+        let h = Harness(others: ["b", "c", "d"], seed: seed)
+        var lastIncarnation = h.node.incarnation
+        for step in 0..<4_000 {
+            var m = RandomMessages.message(&g)
+            // Aim most messages at members we know, so they reach the state rules.
+            switch m {
+            case let .suspect(inc, _, from): m = .suspect(incarnation: inc % 4, node: names.randomElement(using: &g)!, from: from)
+            case let .alive(inc, _, addr, tags): m = .alive(incarnation: inc % 4, node: names.randomElement(using: &g)!, address: addr, tags: tags)
+            case let .dead(inc, _, from): m = .dead(incarnation: inc % 4, node: names.randomElement(using: &g)!, from: from)
+            case let .ack(seq): m = .ack(seq: seq % 64)
+            case let .nack(seq): m = .nack(seq: seq % 64)
+            default: break
+            }
+            if Bool.random(using: &g) {
+                h.receive([m], from: names.randomElement(using: &g)!)
+            } else {
+                let bytes = (0..<Int.random(in: 0...40, using: &g)).map { _ in UInt8.random(in: 0...255, using: &g) }
+                h.node.receive(bytes, from: "z:1", nowMs: h.nowMs)
+                _ = h.node.receiveStream(bytes, from: "z:1", nowMs: h.nowMs)
+            }
+            h.advance(by: Int64.random(in: 0...300, using: &g))
+            h.clear()
+            #expect(h.node.incarnation >= lastIncarnation, "seed=\(seed) step \(step): our incarnation went down")
+            lastIncarnation = h.node.incarnation
+            #expect(h.node.member(named: "a") != nil, "seed=\(seed) step \(step): we forgot ourselves")
+            #expect(h.node.pendingBroadcasts <= h.node.config.maxBroadcastQueueLength)
+            #expect(h.node.healthScore < h.node.config.awarenessMaxMultiplier)
+        }
+    }
+}
