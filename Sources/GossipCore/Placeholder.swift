@@ -1,1 +1,0 @@
-// GossipCore: placeholder until the module lands.
