@@ -1,0 +1,49 @@
+// Runs the simulator over many seeds. Defaults keep the normal test run fast; a longer sweep:
+//   RAFT_SIM_SEEDS=5000 swift test --filter RaftCoreTests
+// and one failing seed replays with RAFT_SIM_SEED=<seed>.
+
+import Foundation
+import RaftCore
+import Testing
+
+enum SimulationSeeds {
+    static func seeds(defaultCount: Int, salt: UInt64) -> [UInt64] {
+        let env = ProcessInfo.processInfo.environment
+        if let one = env["RAFT_SIM_SEED"], let seed = UInt64(one) { return [seed] }
+        let count = env["RAFT_SIM_SEEDS"].flatMap { Int($0) } ?? defaultCount
+        return (0 ..< UInt64(count)).map { salt &+ $0 }
+    }
+}
+
+@Suite struct SimulationTests {
+    func runSeeds(_ seeds: [UInt64], options: SimulationOptions) {
+        var totals = Simulation.Stats()
+        for seed in seeds {
+            let sim = Simulation(seed: seed, options: options)
+            if let failure = sim.run() {
+                Issue.record("\(failure)  (replay: RAFT_SIM_SEED=\(seed) swift test --filter RaftCoreTests)")
+                return
+            }
+            totals.elections += sim.stats.elections
+            totals.crashes += sim.stats.crashes
+            totals.snapshotsSent += sim.stats.snapshotsSent
+            totals.readsServed += sim.stats.readsServed
+            totals.configurationChanges += sim.stats.configurationChanges
+            totals.transfers += sim.stats.transfers
+            totals.messages += sim.stats.messages
+        }
+        print("raft-sim nodes=\(options.nodeCount) seeds=\(seeds.count) \(totals)")
+    }
+
+    @Test func threeNodeClusterStaysSafeAndLiveUnderFaults() {
+        var options = SimulationOptions()
+        options.nodeCount = 3
+        runSeeds(SimulationSeeds.seeds(defaultCount: 150, salt: 3_000_000), options: options)
+    }
+
+    @Test func fiveNodeClusterStaysSafeAndLiveUnderFaults() {
+        var options = SimulationOptions()
+        options.nodeCount = 5
+        runSeeds(SimulationSeeds.seeds(defaultCount: 100, salt: 5_000_000), options: options)
+    }
+}
