@@ -118,6 +118,10 @@ public struct Snapshot: Sendable, Equatable {
 public struct ReadState: Sendable, Equatable {
     public var index: UInt64
     public var context: UInt64
+    public init(index: UInt64, context: UInt64) {
+        self.index = index
+        self.context = context
+    }
 }
 
 public enum ProposeResult: Sendable, Equatable {
