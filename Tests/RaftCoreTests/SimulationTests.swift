@@ -19,6 +19,7 @@ enum SimulationSeeds {
     func runSeeds(_ seeds: [UInt64], options: SimulationOptions) {
         var totals = Simulation.Stats()
         for seed in seeds {
+            noteSimulationSeed(slot: options.nodeCount % 4, seed: seed, nodeCount: options.nodeCount)
             let sim = Simulation(seed: seed, options: options)
             if let failure = sim.run() {
                 Issue.record("\(failure)  (replay: RAFT_SIM_SEED=\(seed) swift test --filter RaftCoreTests)")
@@ -38,12 +39,12 @@ enum SimulationSeeds {
     @Test func threeNodeClusterStaysSafeAndLiveUnderFaults() {
         var options = SimulationOptions()
         options.nodeCount = 3
-        runSeeds(SimulationSeeds.seeds(defaultCount: 150, salt: 3_000_000), options: options)
+        runSeeds(SimulationSeeds.seeds(defaultCount: 200, salt: 3_000_000), options: options)
     }
 
     @Test func fiveNodeClusterStaysSafeAndLiveUnderFaults() {
         var options = SimulationOptions()
         options.nodeCount = 5
-        runSeeds(SimulationSeeds.seeds(defaultCount: 100, salt: 5_000_000), options: options)
+        runSeeds(SimulationSeeds.seeds(defaultCount: 120, salt: 5_000_000), options: options)
     }
 }

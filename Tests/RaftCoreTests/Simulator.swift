@@ -19,6 +19,8 @@ struct SimulationOptions {
     var configurationChanges = true
     var compaction = true
     var raft = RaftConfig()
+    /// Draw maxInflightMessages, maxAppendEntries, maxAppendBytes and heartbeatTicks per seed.
+    var randomizeLimits = true
 }
 
 struct SimulationFailure: Error, CustomStringConvertible {
@@ -140,8 +142,17 @@ final class Simulation {
 
     init(seed: UInt64, options: SimulationOptions) {
         self.seed = seed
+        var random = SeededGenerator(seed: seed)
+        var options = options
+        if options.randomizeLimits {
+            // Stress the window and the batching with small and large limits.
+            options.raft.maxInflightMessages = 1 + Int(random.next() % 16)
+            options.raft.maxAppendEntries = 1 + Int(random.next() % 64)
+            options.raft.maxAppendBytes = [64, 256, 1 << 20][Int(random.next() % 3)]
+            options.raft.heartbeatTicks = 1 + Int(random.next() % 2)
+        }
         self.options = options
-        self.random = SeededGenerator(seed: seed)
+        self.random = random
         let bootstrap = Configuration(voters: (1 ... UInt64(options.nodeCount)).map { $0 })
         for i in 1 ... options.nodeCount {
             let node = SimNode(id: UInt64(i), bootstrap: bootstrap)
@@ -228,9 +239,17 @@ final class Simulation {
         if options.partitions {
             if partition == nil, perMille(10) {
                 partition = nodes.map { _ in Int(random.next() % 2) }
+            } else if partition == nil, perMille(10), let leader = leaders().first {
+                // Cut the leader off right after it took proposals: the Figure 8 material.
+                partition = nodes.map { $0.id == leader.id ? 1 : 0 }
             } else if partition != nil, percent(4) {
                 partition = nil
             }
+        }
+        if options.crashes, perMille(4), let leader = leaders().first,
+           nodes.filter({ $0.core == nil }).count < (options.nodeCount - 1) / 2 {
+            leader.crash()
+            stats.crashes += 1
         }
     }
 
@@ -383,6 +402,8 @@ final class Simulation {
             }
             core.advance(ready)
         }
+        // The safety properties hold after every step of every node, not just per tick.
+        check()
     }
 
     func diskProgress() {
