@@ -91,6 +91,7 @@ public final class RaftNode {
 
     /// Advances logical time by one tick.
     public func tick() {
+        defer { checkInvariants() }
         if role == .leader {
             tickLeader()
         } else {
@@ -143,6 +144,18 @@ public final class RaftNode {
         return active >= configuration.quorum
     }
 
+    /// Invariants that must hold between any two calls; a failure stops the process rather
+    /// than continue on corrupted state.
+    func checkInvariants() {
+        precondition(commitIndex <= log.lastIndex, "commit index \(commitIndex) beyond the last index \(log.lastIndex)")
+        precondition(appliedIndex <= commitIndex, "applied index \(appliedIndex) passed the commit index \(commitIndex)")
+        precondition(persistedIndex <= log.lastIndex, "persisted index beyond the last index")
+        precondition(term >= lastHardState.term, "term decreased")
+        if role == .leader, let own = progress[id] {
+            precondition(own.match <= persistedIndex, "leader counts an unpersisted entry of its own")
+        }
+    }
+
     func resetElectionTimeout() {
         randomizedElectionTimeout = config.electionTicks + random.next(below: config.electionTicks)
     }
@@ -162,6 +175,7 @@ public final class RaftNode {
     /// Handles a message from a peer (§5.1: a newer term always wins; a stale one is dropped).
     public func step(_ m: Message) {
         guard m.to == id, m.from != id else { return }
+        defer { checkInvariants() }
         if m.term > term {
             switch m.body {
             case let .requestVote(request):

@@ -32,8 +32,18 @@ enum SimulationSeeds {
             totals.configurationChanges += sim.stats.configurationChanges
             totals.transfers += sim.stats.transfers
             totals.messages += sim.stats.messages
+            totals.snapshotsInstalled += sim.stats.snapshotsInstalled
+            totals.timeoutNowDelivered += sim.stats.timeoutNowDelivered
         }
         print("raft-sim nodes=\(options.nodeCount) seeds=\(seeds.count) \(totals)")
+        if seeds.count >= 50 {
+            // The sweep must actually exercise every feature it claims to check.
+            #expect(totals.crashes > 0)
+            #expect(totals.snapshotsInstalled > 0)
+            #expect(totals.readsServed > 0)
+            #expect(totals.timeoutNowDelivered > 0)
+            #expect(totals.configurationChanges > 0)
+        }
     }
 
     @Test func threeNodeClusterStaysSafeAndLiveUnderFaults() {

@@ -6,7 +6,11 @@ import RaftCore
 import TestSupport
 
 struct SimulationOptions {
+    /// Voters at bootstrap.
     var nodeCount = 3
+    /// Servers outside the bootstrap configuration (empty log, no configuration), which the
+    /// membership changes may add; they catch up by replication or snapshot.
+    var spareNodes = 1
     var faultTicks = 300
     var livenessTicks = 400
     var dropPercent = 5
@@ -138,6 +142,8 @@ final class Simulation {
         var readsServed = 0
         var configurationChanges = 0
         var transfers = 0
+        var snapshotsInstalled = 0
+        var timeoutNowDelivered = 0
     }
 
     init(seed: UInt64, options: SimulationOptions) {
@@ -154,8 +160,8 @@ final class Simulation {
         self.options = options
         self.random = random
         let bootstrap = Configuration(voters: (1 ... UInt64(options.nodeCount)).map { $0 })
-        for i in 1 ... options.nodeCount {
-            let node = SimNode(id: UInt64(i), bootstrap: bootstrap)
+        for i in 1 ... options.nodeCount + options.spareNodes {
+            let node = SimNode(id: UInt64(i), bootstrap: i <= options.nodeCount ? bootstrap : Configuration(voters: []))
             node.start(config: options.raft, seed: random.next())
             nodes.append(node)
         }
@@ -363,6 +369,7 @@ final class Simulation {
             if let p = partition, p[from] != p[to] { continue }
             let node = nodes[to]
             guard let core = node.core else { continue }
+            if m.body == .timeoutNow { stats.timeoutNowDelivered += 1 }
             core.step(m)
             drain(node)
         }
@@ -381,6 +388,7 @@ final class Simulation {
             node.diskQueue.append(PendingWrite(hardState: ready.hardState, snapshot: ready.snapshot,
                                                entries: ready.entries, heldMessages: held))
             if let snapshot = ready.snapshot {
+                stats.snapshotsInstalled += 1
                 node.machine = StateMachine(snapshot: snapshot)
                 node.latestSnapshot = snapshot
                 checkApplied(index: snapshot.metadata.index, hash: node.machine.hash, node: node)
