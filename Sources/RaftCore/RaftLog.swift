@@ -1,6 +1,8 @@
 // The log as the core sees it: a snapshot point (index, term, configuration) followed by the
 // entries since. `RaftLogStorage` is the seam for a durable implementation (LMDB later); for
-// now the node keeps its whole log in `MemoryRaftLog` and hands new entries out via Ready.
+// now `MemoryRaftLog` holds the whole log in memory. The node appends to it at once and hands
+// new entries to the caller via Ready; a durable implementation must therefore keep entries
+// not yet persisted in memory (etcd's "unstable" part) in front of its disk.
 
 public protocol RaftLogStorage {
     /// The compaction point; index 0 / term 0 with the bootstrap configuration for a new log.

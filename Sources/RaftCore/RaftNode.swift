@@ -30,7 +30,7 @@ public final class RaftNode {
     /// Index of the entry (or snapshot) that carried `configuration`.
     public internal(set) var configurationIndex: UInt64
 
-    var log: MemoryRaftLog
+    var log: any RaftLogStorage
 
     // Hand-off bookkeeping for Ready.
     var unsentFrom: UInt64
@@ -57,7 +57,7 @@ public final class RaftNode {
 
     /// A node starting from persisted state: `log` holds its snapshot point and durable
     /// entries; a new cluster's log is a snapshot at index 0 carrying the bootstrap voters.
-    public init(id: NodeID, config: RaftConfig, log: MemoryRaftLog, hardState: HardState, seed: UInt64) {
+    public init(id: NodeID, config: RaftConfig, log: any RaftLogStorage, hardState: HardState, seed: UInt64) {
         do { try config.validate() } catch { preconditionFailure("\(error)") }
         self.id = id
         self.config = config
