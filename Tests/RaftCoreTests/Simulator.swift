@@ -156,6 +156,9 @@ final class Simulation {
             options.raft.maxAppendEntries = 1 + Int(random.next() % 64)
             options.raft.maxAppendBytes = [64, 256, 1 << 20][Int(random.next() % 3)]
             options.raft.heartbeatTicks = 1 + Int(random.next() % 2)
+            // Without pre-vote, competing candidates share terms far more often.
+            options.raft.preVote = random.next() % 4 != 0
+            options.raft.checkQuorum = random.next() % 4 != 0
         }
         self.options = options
         self.random = random
@@ -251,6 +254,12 @@ final class Simulation {
             } else if partition != nil, percent(4) {
                 partition = nil
             }
+        }
+        if options.crashes, perMille(6), nodes.filter({ $0.core == nil }).count < (options.nodeCount - 1) / 2,
+           let victim = nodes.first(where: { n in n.core != nil && n.diskQueue.contains { $0.hardState != nil } }) {
+            // Crash with a vote or term change still unsynced: it must be as if it never happened.
+            victim.crash()
+            stats.crashes += 1
         }
         if options.crashes, perMille(4), let leader = leaders().first,
            nodes.filter({ $0.core == nil }).count < (options.nodeCount - 1) / 2 {
