@@ -165,3 +165,64 @@ import Testing
         #expect(n.propose([UInt8](repeating: 0, count: 11)) == .tooLarge(bytes: 11, limit: 10))
     }
 }
+
+@Suite struct PersistenceAndLimitTests {
+    @Test func grantedVoteWaitsForItsPersistence_10_2_1() {
+        let n = makeNode(hardState: HardState(term: 1))
+        n.step(msg(2, 1, term: 2, .requestVote(VoteRequest(lastLogIndex: 0, lastLogTerm: 0, preVote: false, leadershipTransfer: false))))
+        guard let ready = n.ready() else { Issue.record("no ready"); return }
+        #expect(ready.hardState == HardState(term: 2, votedFor: 2, commitIndex: 0))
+        #expect(ready.messages.count == 1)
+        #expect(ready.messages.allSatisfy { !$0.mayPrecedePersistence })
+    }
+
+    @Test func uncommittedProposalsAreBounded() {
+        var c = RaftConfig()
+        c.maxUncommittedEntries = 3
+        let n = makeNode(config: c)
+        elect(n) // the no-op is the first uncommitted entry
+        #expect(n.propose([1]) != .tooManyUncommitted(limit: 3))
+        #expect(n.propose([2]) != .tooManyUncommitted(limit: 3))
+        #expect(n.propose([3]) == .tooManyUncommitted(limit: 3))
+    }
+
+    @Test func pendingReadsAreBounded() {
+        var c = RaftConfig()
+        c.maxPendingReads = 2
+        let n = makeNode(config: c)
+        elect(n)
+        #expect(n.readIndex(context: 1) == .pending)
+        #expect(n.readIndex(context: 2) == .pending)
+        #expect(n.readIndex(context: 3) == .tooManyPendingReads(limit: 2))
+    }
+
+    @Test func lostProbeIsResentAfterAHeartbeatAnswer() {
+        let n = makeNode()
+        elect(n)
+        #expect(appends(drain(n), to: 2).isEmpty, "the probe is out; nothing more until it is answered")
+        _ = n.propose([1])
+        #expect(appends(drain(n), to: 2).isEmpty)
+        n.step(msg(2, 1, term: n.term, .heartbeatResponse(HeartbeatResponse(readRound: 0))))
+        #expect(appends(drain(n), to: 2).count == 1)
+    }
+
+    @Test func unansweredSnapshotIsResentAfterAnElectionTimeout_7() {
+        let n = makeNode(entries: [Entry(index: 1, term: 1), Entry(index: 2, term: 1)], hardState: HardState(term: 1))
+        elect(n)
+        ack(n, from: 2, index: 3)
+        drain(n)
+        n.snapshotTaken(at: 3)
+        n.step(msg(3, 1, term: n.term, .appendEntriesResponse(AppendEntriesResponse(success: false, index: 2, hintTerm: 0, hintIndex: 1))))
+        func snapshotsTo3(_ out: [OutgoingMessage]) -> Int {
+            out.filter { if case .installSnapshot = $0.message.body { return $0.message.to == 3 }; return false }.count
+        }
+        #expect(snapshotsTo3(drain(n)) == 1)
+        var resent = 0
+        for _ in 0 ..< n.config.electionTicks {
+            n.tick()
+            resent += snapshotsTo3(drain(n))
+            n.step(msg(2, 1, term: n.term, .heartbeatResponse(HeartbeatResponse(readRound: 0))))
+        }
+        #expect(resent == 1)
+    }
+}
