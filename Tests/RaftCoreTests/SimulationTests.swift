@@ -46,6 +46,17 @@ enum SimulationSeeds {
         }
     }
 
+    @Test func sameSeedReplaysIdentically() {
+        for seed: UInt64 in [11, 12] {
+            let a = Simulation(seed: seed, options: SimulationOptions())
+            let b = Simulation(seed: seed, options: SimulationOptions())
+            #expect(a.run() == nil && b.run() == nil, "seed=\(seed)")
+            #expect(a.stats == b.stats, "seed=\(seed)")
+            #expect(a.committedTerms == b.committedTerms, "seed=\(seed)")
+            #expect(a.appliedHashes == b.appliedHashes, "seed=\(seed)")
+        }
+    }
+
     @Test func threeNodeClusterStaysSafeAndLiveUnderFaults() {
         var options = SimulationOptions()
         options.nodeCount = 3

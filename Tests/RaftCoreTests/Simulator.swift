@@ -134,7 +134,7 @@ final class Simulation {
     var proposalCounter: UInt64 = 0
     var stats = Stats()
 
-    struct Stats {
+    struct Stats: Equatable {
         var messages = 0
         var elections = 0
         var crashes = 0
