@@ -1,1 +1,0 @@
-// RaftCore: placeholder until the module lands.
