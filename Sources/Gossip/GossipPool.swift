@@ -380,7 +380,7 @@ public final class GossipPool {
             var plain = frame
             if let keyring = self.keyring {
                 guard let opened = keyring.open(frame) else {
-                    self.decryptFailed(from: connection.remoteAddress)
+                    self.decryptFailed(from: parseHostPort(connection.remoteAddress)?.host ?? connection.remoteAddress)
                     connection.close()
                     return
                 }

@@ -19,9 +19,6 @@ struct StreamFrameDecoder {
         guard buffer.count >= 4 else { return nil }
         let length = Int(buffer[0]) << 24 | Int(buffer[1]) << 16 | Int(buffer[2]) << 8 | Int(buffer[3])
         if length > maxFrameBytes { throw .frameTooLarge(size: length, limit: maxFrameBytes) }
-        if buffer.count - 4 > length && buffer.count - 4 > maxFrameBytes {
-            throw .frameTooLarge(size: buffer.count - 4, limit: maxFrameBytes)
-        }
         guard buffer.count >= 4 + length else { return nil }
         return Array(buffer[4..<(4 + length)])
     }
@@ -37,6 +34,10 @@ public func parseHostPort(_ text: String) -> (host: String, port: Int)? {
     guard let colon = text.lastIndex(of: ":") else { return nil }
     var host = String(text[..<colon])
     guard let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port), !host.isEmpty else { return nil }
-    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    if host.hasPrefix("[") && host.hasSuffix("]") {
+        host = String(host.dropFirst().dropLast())
+    } else if host.contains(":") {
+        return nil  // a bare IPv6 address ("::1") has no port
+    }
     return (host, port)
 }

@@ -206,3 +206,18 @@ final class Cluster: @unchecked Sendable {
         #expect(throws: GossipKeyringError.invalidKeyLength(3)) { try GossipKeyring(base64Keys: ["AAAA"]) }
     }
 }
+
+@Suite struct AddressTests {
+    @Test(arguments: [
+        ("127.0.0.1:8301", "127.0.0.1", 8301), ("[::1]:8302", "::1", 8302), ("localhost:1", "localhost", 1),
+    ])
+    func hostPortParses(text: String, host: String, port: Int) {
+        let parsed = parseHostPort(text)
+        #expect(parsed?.host == host && parsed?.port == port)
+    }
+
+    @Test(arguments: ["127.0.0.1", "::1", ":8301", "h:0", "h:70000", "h:x", ""])
+    func addressesWithoutAUsablePortAreRejected(text: String) {
+        #expect(parseHostPort(text) == nil)
+    }
+}
