@@ -84,6 +84,7 @@ public final class Agent: @unchecked Sendable {
             started.signal()
         }
         started.wait()
+        if failure.message == nil && !config.startJoin.isEmpty { joinAtStart(failure) }
         if let message = failure.message {
             shutdown()
             throw AgentError.startup(message)
@@ -137,7 +138,22 @@ public final class Agent: @unchecked Sendable {
             })
         }
         loop.addShutdownHook { [weak self] in self?.closeOnLoop() }
-        gossip.startJoins()
+        gossip.startRetryJoin()
+    }
+
+    /// Consul's -join / start_join: the agent does not start unless one address answers.
+    /// Bounded by the gossip stream timeout.
+    private func joinAtStart(_ failure: StartupFailure) {
+        let joined = DispatchSemaphore(value: 0)
+        let addresses = config.startJoin
+        loop.execute { [self] in
+            guard let gossip else { failure.set("gossip is not running"); joined.signal(); return }
+            gossip.join(addresses, wan: false) { count, error in
+                if count == 0 { failure.set("Failed to join \(addresses.joined(separator: ", ")): \(error ?? "no agent answered")") }
+                joined.signal()
+            }
+        }
+        joined.wait()
     }
 
     private let serversLock = NSLock()

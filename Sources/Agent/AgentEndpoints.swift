@@ -1,6 +1,7 @@
 // /v1/status/* and /v1/agent/*: what clients probe to find the leader and learn about the
 // agent they talk to.
 import Foundation
+import Gossip
 import HTTP
 
 extension HTTPAPI {
@@ -123,6 +124,8 @@ extension HTTPAPI {
                     "num_peers": "0",
                     "term": "1",
                 ],
+                "serf_lan": serfStats(gossip?.lan),
+                "serf_wan": serfStats(gossip?.wan),
                 "runtime": [
                     "arch": "amd64", "os": "linux",
                     "cpu_count": String(ProcessInfo.processInfo.activeProcessorCount),
@@ -130,6 +133,20 @@ extension HTTPAPI {
                 ],
             ] as [String: Any],
             "Meta": [String: String](),
+        ]
+    }
+
+    /// Consul's Stats.serf_lan / serf_wan (the counters we have), all strings.
+    func serfStats(_ pool: GossipPool?) -> [String: String] {
+        guard let pool else { return [:] }
+        let members = pool.members
+        return [
+            "members": String(members.count),
+            "failed": String(members.filter { $0.serfStatus == 4 }.count),
+            "left": String(members.filter { $0.serfStatus == 3 }.count),
+            "health_score": String(pool.healthScore),
+            "encrypted": String(pool.isEncrypted),
+            "decrypt_failures": String(pool.decryptFailures),
         ]
     }
 

@@ -98,11 +98,9 @@ final class AgentGossip {
 
     // MARK: Joining
 
-    /// -join once, -retry-join until one succeeds (every `retryIntervalMs`).
-    func startJoins() {
-        if !config.startJoin.isEmpty {
-            join(config.startJoin, wan: false) { _, _ in }
-        }
+    /// -retry-join until one succeeds (every `retryIntervalMs`). (-join runs from
+    /// `Agent.start`, which fails when it does, as in Consul.)
+    func startRetryJoin() {
         if !config.retryJoin.isEmpty { retryJoin() }
     }
 

@@ -21,6 +21,14 @@ public struct GossipTransportConfig: Sendable {
     /// Packets that fail to decrypt are logged at most once per this interval per sender.
     public var decryptFailureLogIntervalMs: UInt64 = 1_000
     public init() {}
+
+    /// Rejects nonsense, naming the field.
+    public func validate() throws(GossipPoolError) {
+        if maxFrameBytes < 64 { throw .config("maxFrameBytes must be >= 64") }
+        if streamTimeoutMs == 0 { throw .config("streamTimeoutMs must be > 0") }
+        if maxInboundStreams < 1 { throw .config("maxInboundStreams must be >= 1") }
+        if bindAttempts < 1 { throw .config("bindAttempts must be >= 1") }
+    }
 }
 
 public enum GossipPoolError: Error, CustomStringConvertible {
@@ -73,6 +81,7 @@ public final class GossipPool {
                 tags: [String: String], transport: GossipTransportConfig = GossipTransportConfig(), keyring: GossipKeyring? = nil,
                 logger: Logger, makeConfig: (String) -> GossipConfig) throws(GossipPoolError) {
         loop.assertInLoopThread()
+        try transport.validate()
         self.loop = loop
         self.label = label
         self.transport = transport
@@ -144,6 +153,9 @@ public final class GossipPool {
     }
 
     public var stats: GossipStats { memberlist.stats }
+    /// Lifeguard local health score (0 = healthy).
+    public var healthScore: Int { memberlist.healthScore }
+    public var isEncrypted: Bool { keyring != nil }
 
     // MARK: Operations
 

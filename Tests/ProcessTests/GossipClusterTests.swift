@@ -110,6 +110,15 @@ struct GossipClusterTests {
         print("gossip cluster scenario took \(Date().timeIntervalSince(started))s")
     }
 
+    @Test func anAgentWhoseJoinAddressDoesNotAnswerFailsToStart() throws {
+        let dir = temporaryDataDir("join-fails")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let result = try runCLI(["agent", "-node", "j1", "-data-dir", dir, "-bind", "127.0.0.1", "-http-port", "0",
+                                 "-dns-port", "-1", "-serf-lan-port", "0", "-join", "127.0.0.1:1"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("Failed to join 127.0.0.1:1"))
+    }
+
     @Test func anAgentWithTheWrongEncryptionKeyCannotJoin() throws {
         let keygen = try runCLI(["keygen"])
         #expect(keygen.status == 0)
@@ -135,6 +144,11 @@ struct GossipClusterTests {
         #expect(try stranger.members() == ["enc3": "alive"])
         #expect(try seed.members()["enc3"] == nil)
         #expect(seed.output.text.contains("failed to decrypt gossip message"))
+        var client = seed.client()
+        let selfInfo = try JSONSerialization.jsonObject(with: Data(try client.request(method: "GET", path: "/v1/agent/self").body)) as? [String: Any]
+        let serf = (selfInfo?["Stats"] as? [String: Any])?["serf_lan"] as? [String: String]
+        #expect(serf?["encrypted"] == "true")
+        #expect(Int(serf?["decrypt_failures"] ?? "0")! >= 1)
         // The key is kept in the keyring file, as Consul does.
         let keyring = try String(contentsOfFile: seed.dataDir + "/serf/local.keyring", encoding: .utf8)
         #expect(keyring.contains(key.replacingOccurrences(of: "/", with: "\\/")) || keyring.contains(key))
