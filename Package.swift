@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "ReplicationTests", dependencies: ["Replication", "StateStore", "Storage", "EventLoop"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP", "EventLoop", "TestSupport"]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "HTTP", "EventLoop"]),
-        .testTarget(name: "ConclaveCLITests", dependencies: ["ConclaveCLI", "Agent"]),
+        .testTarget(name: "ConclaveCLITests", dependencies: ["ConclaveCLI", "Agent", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ProcessTests", dependencies: ["HTTP"]),
     ]
 )

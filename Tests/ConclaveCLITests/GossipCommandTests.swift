@@ -2,6 +2,7 @@
 @testable import Agent
 @testable import ConclaveCLI
 import Foundation
+import Logging
 import Testing
 
 @Suite("Gossip flags, config and members output")
@@ -63,5 +64,29 @@ struct GossipCommandTests {
         client-long-name  10.0.0.2:8301  failed  client  0.1.0  2         dc1  default    <default>
 
         """)
+    }
+}
+
+@Suite("Gossip keyring file")
+struct KeyringFileTests {
+    @Test func theEncryptKeyIsSavedAndTheKeyringFileWinsAfterwards() throws {
+        let dir = NSTemporaryDirectory() + "/conclave-keyring-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let first = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+        var config = AgentConfig()
+        config.encryptKey = first
+        let made = try AgentGossip.loadKeyring(config: config, dataDir: dir, logger: .init(label: "t"))
+        #expect(made?.base64Keys == [first])
+        let saved = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/serf/local.keyring"))) as? [String]
+        #expect(saved == [first])
+        config.encryptKey = "Y1ZnR2hYbm9jY3pFbHNDUjJpQVpUeE5oVHZqbWpQWkk="
+        #expect(try AgentGossip.loadKeyring(config: config, dataDir: dir, logger: .init(label: "t"))?.base64Keys == [first])
+        config.encryptKey = nil
+        let other = NSTemporaryDirectory() + "/conclave-keyring-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: other) }
+        #expect(try AgentGossip.loadKeyring(config: config, dataDir: other, logger: .init(label: "t")) == nil)
+        config.encryptKey = "bm90LWEta2V5"
+        #expect(throws: AgentError.self) { try AgentGossip.loadKeyring(config: config, dataDir: other, logger: .init(label: "t")) }
     }
 }

@@ -221,3 +221,29 @@ final class Cluster: @unchecked Sendable {
         #expect(parseHostPort(text) == nil)
     }
 }
+
+@Suite(.serialized) struct GossipPoolHostileInputTests {
+    @Test func garbagePacketsAndAnOversizedFrameLeaveThePoolWorking() throws {
+        let cluster = try Cluster(size: 2)
+        let port = try onLoop(cluster.loop) { cluster.pools.value[0].port }
+        let closedByPool = Locked(false)
+        try onLoop(cluster.loop) {
+            let loop = cluster.loop
+            let sender = try UDPSocket.bind(on: loop, host: "127.0.0.1", port: 0) { _, _ in }
+            var rng = SystemRandomNumberGenerator()
+            for size in [0, 1, 7, 100, 1_400] {
+                sender.send((0..<size).map { _ in UInt8.random(in: 0...255, using: &rng) }, to: SocketAddress(host: "127.0.0.1", port: port))
+            }
+            sender.close()
+            TCPConnection.connect(on: loop, host: "127.0.0.1", port: port) { result in
+                guard case .success(let connection) = result else { return }
+                connection.onClose = { _ in closedByPool.mutate { $0 = true } }
+                connection.startReading()
+                connection.write([0xff, 0xff, 0xff, 0xff, 1, 2, 3])  // announces a 4 GiB frame
+            }
+        }
+        try eventually(cluster.loop, "the pool to drop the oversized stream", seconds: 5) { closedByPool.value }
+        #expect(try cluster.join(1, [try cluster.address(0)]) == 1)
+        try cluster.waitUntil("both pools see each other") { $0.allSatisfy { $0.members.filter { $0.serfStatus == 1 }.count == 2 } }
+    }
+}
