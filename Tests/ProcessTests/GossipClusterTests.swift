@@ -61,7 +61,9 @@ struct GossipClusterTests {
         agents.append(try AgentProcess(node: "c1", server: false, extra: retry))
         agents.append(try AgentProcess(node: "c2", server: false, extra: retry))
         defer {
+            let stopping = Date()
             for agent in agents { _ = agent.terminate(); try? FileManager.default.removeItem(atPath: agent.dataDir) }
+            print("gossip cluster: stopping the agents took \(Date().timeIntervalSince(stopping))s")
         }
         let names = ["c1", "c2", "s1", "s2", "s3"]
         try poll("all 5 agents to list 5 alive members", seconds: 20) {
@@ -93,7 +95,8 @@ struct GossipClusterTests {
         // conclave leave: left everywhere, and the agent exits.
         let leave = try runCLI(["leave"] + agents[2].httpAddr)
         #expect(leave.status == 0)
-        #expect(agents[2].terminate() == 0)
+        try poll("s3 to exit after leaving", seconds: 10) { !agents[2].process.isRunning }
+        #expect(agents[2].process.terminationStatus == 0)
         let remaining = [agents[0], agents[1], agents[3]]
         try poll("s3 to show left on the 3 others", seconds: 15) {
             try remaining.allSatisfy { try $0.members()["s3"] == "left" }
