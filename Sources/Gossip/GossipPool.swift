@@ -138,16 +138,19 @@ public final class GossipPool {
     public var name: String { memberlist.name }
     public var isLeaving: Bool { leavingStarted }
     private var leavingStarted = false
+    private var leaveFinished = false
 
     /// Every member we know, ourselves included, with serf's status (pruned ones hidden).
     public var members: [GossipMemberStatus] {
         memberlist.members.filter { !pruned.contains($0.name) }.map { m in
-            let status: Int
+            var status: Int
             switch m.state {
-            case .alive, .suspect: status = (m.name == name && leavingStarted) ? 2 : 1
+            case .alive, .suspect: status = 1
             case .dead: status = 4
             case .left: status = 3
             }
+            // serf: "leaving" while our leave broadcast goes out, "left" once it has.
+            if m.name == name && leavingStarted { status = leaveFinished ? 3 : 2 }
             return GossipMemberStatus(member: m, serfStatus: status)
         }.sorted { $0.member.name < $1.member.name }
     }
@@ -201,8 +204,12 @@ public final class GossipPool {
         let deadline = loop.nowMilliseconds + timeoutMs
         let poll = LoopTimer(loop: loop)
         func check() {
-            if memberlist.pendingBroadcasts == 0 || loop.nowMilliseconds >= deadline || closed {
+            // Done once the queue drained, or nobody is left to tell (a lone member would
+            // otherwise wait out the whole timeout), or at the deadline.
+            let anyoneToTell = memberlist.members.contains { $0.name != name && ($0.state == .alive || $0.state == .suspect) }
+            if memberlist.pendingBroadcasts == 0 || !anyoneToTell || loop.nowMilliseconds >= deadline || closed {
                 poll.close()
+                leaveFinished = true
                 completion()
                 return
             }

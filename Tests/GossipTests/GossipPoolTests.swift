@@ -247,3 +247,15 @@ final class Cluster: @unchecked Sendable {
         try cluster.waitUntil("both pools see each other") { $0.allSatisfy { $0.members.filter { $0.serfStatus == 1 }.count == 2 } }
     }
 }
+
+@Suite struct LoneLeaveTests {
+    @Test func aLonePoolLeavesWithoutWaitingOutTheTimeout() throws {
+        let cluster = try Cluster(size: 1)
+        let left = Locked(false)
+        let started = Date()
+        try onLoop(cluster.loop) { cluster.pools.value[0].leave(timeoutMs: 10_000) { left.mutate { $0 = true } } }
+        try eventually(cluster.loop, "leave to finish", seconds: 5) { left.value }
+        #expect(Date().timeIntervalSince(started) < 2)
+        #expect(try onLoop(cluster.loop) { cluster.pools.value[0].members.first?.serfStatus } == 3)  // left, as serf reports itself after a leave
+    }
+}
