@@ -33,6 +33,7 @@ final class AgentGossip {
     private let agentLogger = Logger(label: "agent")
     private var retryTimer: LoopTimer?
     private var knownServers: [String: KnownServer] = [:]
+    private var leaveStarted = false
     /// Runs on the loop thread whenever the live-server set changes.
     var onServersChanged: (([KnownServer]) -> Void)?
 
@@ -155,6 +156,9 @@ final class AgentGossip {
     func leave(completion: @escaping () -> Void) {
         retryTimer?.close()
         retryTimer = nil
+        // The HTTP leave waits for this, then stops the agent, which asks again: once is enough.
+        if leaveStarted { completion(); return }
+        leaveStarted = true
         var pending = 0
         let pools = [lan, wan].compactMap { $0 }
         if pools.isEmpty { completion(); return }
