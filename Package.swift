@@ -6,6 +6,7 @@
 //   Storage       Swift over LMDB: environments, transactions, cursors, the log store
 //   RaftCore      the Raft protocol as a deterministic state machine (no I/O, no clock)
 //   GossipCore    SWIM membership with Lifeguard as a deterministic state machine (no I/O)
+//   Gossip        the gossip transport: runs GossipCore on the loop over UDP + TCP, encryption
 //   StateStore    the replicated state machine's tables (KV) and their binary commands
 //   Replication   the durable command log: disk thread, group commit, apply (one node for now)
 //   HTTP          HTTP/1.1 parsing, responses, the server on the loop, a small blocking client
@@ -18,10 +19,11 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "conclave", targets: ["conclave"]),
-        .library(name: "ConclaveCore", targets: ["EventLoop", "Storage", "StateStore", "Replication", "HTTP", "Agent", "RaftCore", "GossipCore"]),
+        .library(name: "ConclaveCore", targets: ["EventLoop", "Storage", "StateStore", "Replication", "HTTP", "Agent", "RaftCore", "GossipCore", "Gossip"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .systemLibrary(name: "CLibUV", path: "CLibShims/CLibUV", pkgConfig: "libuv",
@@ -33,27 +35,30 @@ let package = Package(
 
         .target(name: "RaftCore"),
         .target(name: "GossipCore"),
+        .target(name: "Gossip", dependencies: ["GossipCore", "EventLoop", .product(name: "Logging", package: "swift-log"),
+                                               .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "EventLoop", dependencies: ["CLibUV", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Storage", dependencies: ["CLMDB"]),
         .target(name: "StateStore", dependencies: ["Storage"]),
         .target(name: "Replication", dependencies: ["Storage", "StateStore", "EventLoop",
                                                     .product(name: "Logging", package: "swift-log")]),
         .target(name: "HTTP", dependencies: ["CHTTPParser", "EventLoop", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Agent", dependencies: ["EventLoop", "Storage", "StateStore", "Replication", "HTTP",
+        .target(name: "Agent", dependencies: ["EventLoop", "Gossip", "GossipCore", "Storage", "StateStore", "Replication", "HTTP",
                                               .product(name: "Logging", package: "swift-log")]),
-        .target(name: "ConclaveCLI", dependencies: ["Agent", "HTTP", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "ConclaveCLI", dependencies: ["Agent", "HTTP", "Gossip", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "conclave", dependencies: ["ConclaveCLI"]),
 
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
         .testTarget(name: "RaftCoreTests", dependencies: ["RaftCore", "TestSupport"]),
+        .testTarget(name: "GossipTests", dependencies: ["Gossip", "GossipCore", "EventLoop"]),
         .testTarget(name: "GossipCoreTests", dependencies: ["GossipCore", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
         .testTarget(name: "StateStoreTests", dependencies: ["StateStore", "Storage", "TestSupport"]),
         .testTarget(name: "ReplicationTests", dependencies: ["Replication", "StateStore", "Storage", "EventLoop"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP", "EventLoop", "TestSupport"]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "HTTP", "EventLoop"]),
-        .testTarget(name: "ConclaveCLITests", dependencies: ["ConclaveCLI", "Agent"]),
+        .testTarget(name: "ConclaveCLITests", dependencies: ["ConclaveCLI", "Agent", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ProcessTests", dependencies: ["HTTP"]),
     ]
 )

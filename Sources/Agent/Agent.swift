@@ -23,6 +23,7 @@ public final class Agent: @unchecked Sendable {
     private var log: SingleNodeLog?
     private var server: HTTPServer?
     private var api: HTTPAPI?
+    private var gossip: AgentGossip?
     private var signals: [SignalWatcher] = []
     private var dataDir = ""
     private var removeDataDirOnExit = false
@@ -83,6 +84,7 @@ public final class Agent: @unchecked Sendable {
             started.signal()
         }
         started.wait()
+        if failure.message == nil && !config.startJoin.isEmpty { joinAtStart(failure) }
         if let message = failure.message {
             shutdown()
             throw AgentError.startup(message)
@@ -93,8 +95,21 @@ public final class Agent: @unchecked Sendable {
     private func startOnLoop(nodeID: String) throws {
         guard let log else { return }
         log.start()
+        let gossip = try AgentGossip(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir)
+        self.gossip = gossip
+        gossip.onServersChanged = { [weak self] servers in
+            guard let self else { return }
+            let callback = self.serversLock.withLock { () -> (@Sendable ([KnownServer]) -> Void)? in
+                self.liveServerSnapshot = servers
+                return self.serversChanged
+            }
+            callback?(servers)
+        }
+        gossip.refreshServersNow()
+        portLock.withLock { boundSerfPorts = (gossip.lanPort, gossip.wanPort) }
         let api = HTTPAPI(config: config, nodeID: nodeID, loop: loop, log: log, logger: Logger(label: "agent.http"),
                           requestLeave: { [weak self] in self?.leaveSoon() })
+        api.gossip = gossip
         self.api = api
         if config.ports.http >= 0 {
             var httpConfig = HTTPServerConfig()
@@ -123,16 +138,56 @@ public final class Agent: @unchecked Sendable {
             })
         }
         loop.addShutdownHook { [weak self] in self?.closeOnLoop() }
+        gossip.startRetryJoin()
     }
 
-    /// Answers already queued get a moment to flush before the agent stops.
-    private func leaveSoon() {
-        let timer = LoopTimer(loop: loop)
-        timer.start(afterMilliseconds: 50) { [weak self] in
-            timer.close()
-            self?.logger.info("agent left, shutting down")
-            self?.shutdown()
+    /// Consul's -join / start_join: the agent does not start unless one address answers.
+    /// Bounded by the gossip stream timeout.
+    private func joinAtStart(_ failure: StartupFailure) {
+        let joined = DispatchSemaphore(value: 0)
+        let addresses = config.startJoin
+        loop.execute { [self] in
+            guard let gossip else { failure.set("gossip is not running"); joined.signal(); return }
+            gossip.join(addresses, wan: false) { count, error in
+                if count == 0 { failure.set("Failed to join \(addresses.joined(separator: ", ")): \(error ?? "no agent answered")") }
+                joined.signal()
+            }
         }
+        joined.wait()
+    }
+
+    private let serversLock = NSLock()
+    private var liveServerSnapshot: [KnownServer] = []
+
+    /// Servers seen alive in the LAN pool (members tagged role=consul in our datacenter),
+    /// ourselves included. Any thread. Raft will bootstrap from this set.
+    public var liveServers: [KnownServer] { serversLock.withLock { liveServerSnapshot } }
+
+    /// Runs on the loop thread after every change of `liveServers`; set before `start()`.
+    public var onLiveServersChanged: (@Sendable ([KnownServer]) -> Void)? {
+        get { serversLock.withLock { serversChanged } }
+        set { serversLock.withLock { serversChanged = newValue } }
+    }
+    private var serversChanged: (@Sendable ([KnownServer]) -> Void)?
+
+    /// The gossip ports actually bound (0 when disabled); differ from the config when it said 0.
+    public var serfLANPort: Int { portLock.withLock { boundSerfPorts.lan } }
+    public var serfWANPort: Int { portLock.withLock { boundSerfPorts.wan } }
+    private var boundSerfPorts = (lan: 0, wan: 0)
+
+    /// Leaves the gossip pools (broadcast, bounded wait for propagation); answers already
+    /// queued get a moment to flush; then the agent stops.
+    private func leaveSoon() {
+        let finish = { [weak self] in
+            guard let self else { return }
+            let timer = LoopTimer(loop: self.loop)
+            timer.start(afterMilliseconds: 50) { [weak self] in
+                timer.close()
+                self?.logger.info("agent left, shutting down")
+                self?.shutdown()
+            }
+        }
+        if let gossip { gossip.leave(completion: finish) } else { finish() }
     }
 
     /// Runs on the loop thread as the loop stops: listeners first, then parked queries,
@@ -141,6 +196,7 @@ public final class Agent: @unchecked Sendable {
         for watcher in signals { watcher.close() }
         signals = []
         api?.blocking.wakeAll()
+        gossip?.close()
         server?.close()
         server = nil
         log?.close()

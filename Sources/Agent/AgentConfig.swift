@@ -25,7 +25,22 @@ public struct AgentConfig: Sendable, Equatable {
     public var clientAddr = "127.0.0.1"
     public var ports = AgentPorts()
     public var logLevel = "info"
+    /// Address others reach this agent's gossip (and RPC) at; nil: the bind address, or this
+    /// host's first private IPv4 address when binding to all interfaces.
+    public var advertiseAddr: String?
+    /// `-join` / `start_join`: addresses joined once at start.
+    public var startJoin: [String] = []
+    /// `-retry-join` / `retry_join`: joined at start and retried every `retryIntervalMs`
+    /// until one join succeeds.
     public var retryJoin: [String] = []
+    /// Consul's `retry_interval` (default 30 s).
+    public var retryIntervalMs: UInt64 = 30_000
+    /// `-rejoin` / `rejoin_after_leave`: accepted. We keep no member snapshot across
+    /// restarts yet, so there is nothing to rejoin from beyond -join/-retry-join.
+    public var rejoinAfterLeave = false
+    /// `-encrypt` / `encrypt`: base64 gossip key. The keyring in `<data-dir>/serf/local.keyring`
+    /// wins once it exists (as in Consul).
+    public var encryptKey: String?
     /// Consul's `kv_max_value_size`: larger PUT bodies get 413.
     public var kvMaxValueSizeBytes = 512 * 1024
     /// Consul's `http_config.max_header_bytes` is Go's 1 MiB default; we keep headers small.
@@ -110,6 +125,20 @@ public struct AgentConfig: Sendable, Equatable {
             case "client_addr": clientAddr = try string(key, value)
             case "log_level": logLevel = try string(key, value)
             case "kv_max_value_size": kvMaxValueSizeBytes = try int(key, value)
+            case "advertise_addr": advertiseAddr = try string(key, value)
+            case "encrypt": encryptKey = try string(key, value)
+            case "rejoin_after_leave": rejoinAfterLeave = try bool(key, value)
+            case "retry_interval":
+                let text = try string(key, value)
+                guard let nanos = GoDuration.nanoseconds(text), nanos >= 1_000_000 else {
+                    throw .invalid("\(source): retry_interval must be a duration such as \"30s\", got \"\(text)\"")
+                }
+                retryIntervalMs = nanos / 1_000_000
+            case "start_join":
+                guard let list = value as? [Any] else { throw .invalid("\(source): start_join must be a list of strings") }
+                var joined: [String] = []
+                for item in list { joined.append(try string(key, item)) }
+                startJoin = joined
             case "retry_join":
                 guard let list = value as? [Any] else { throw .invalid("\(source): retry_join must be a list of strings") }
                 var joined: [String] = []

@@ -1,6 +1,7 @@
 // /v1/status/* and /v1/agent/*: what clients probe to find the leader and learn about the
 // agent they talk to.
 import Foundation
+import Gossip
 import HTTP
 
 extension HTTPAPI {
@@ -34,8 +35,25 @@ extension HTTPAPI {
         case "/v1/agent/leave":
             guard allow(responder, ["PUT"]) else { return }
             logger.info("graceful leave requested over HTTP")
-            responder.respond(HTTPResponse(status: 200))
-            requestLeave()
+            // Consul answers once the agent has left the gossip pools; the agent then stops.
+            if let gossip {
+                gossip.leave { [self] in
+                    responder.respond(HTTPResponse(status: 200))
+                    requestLeave()
+                }
+            } else {
+                responder.respond(HTTPResponse(status: 200))
+                requestLeave()
+            }
+        case "/v1/agent/members":
+            guard allow(responder, ["GET"]) else { return }
+            handleMembers(responder)
+        case let path where path.hasPrefix("/v1/agent/join/"):
+            guard allow(responder, ["PUT"]) else { return }
+            handleJoin(responder, address: String(path.dropFirst("/v1/agent/join/".count)))
+        case let path where path.hasPrefix("/v1/agent/force-leave/"):
+            guard allow(responder, ["PUT"]) else { return }
+            handleForceLeave(responder, node: String(path.dropFirst("/v1/agent/force-leave/".count)))
         default:
             responder.respond(.text(status: 404, "404 page not found"))
         }
@@ -73,8 +91,8 @@ extension HTTPAPI {
                 "HTTPPort": httpPort,
                 "DNSPort": config.ports.dns,
                 "ServerPort": config.ports.server,
-                "SerfPortLAN": config.ports.serfLAN,
-                "SerfPortWAN": config.ports.serfWAN,
+                "SerfPortLAN": gossip?.lan?.port ?? config.ports.serfLAN,
+                "SerfPortWAN": gossip?.wan?.port ?? config.ports.serfWAN,
                 "BootstrapExpect": config.bootstrapExpect,
                 "DevMode": config.dev,
                 "LogLevel": config.logLevel.uppercased(),
@@ -82,9 +100,9 @@ extension HTTPAPI {
             "Coord": NSNull(),
             "Member": [
                 "Name": config.nodeName,
-                "Addr": advertise,
-                "Port": config.ports.serfLAN,
-                "Tags": tags,
+                "Addr": gossip?.lan.map { AgentGossip.host(of: $0.advertiseAddress) } ?? advertise,
+                "Port": gossip?.lan?.port ?? config.ports.serfLAN,
+                "Tags": gossip?.lan?.members.first { $0.member.name == config.nodeName }?.member.tags ?? tags,
                 "Status": 1,
                 "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2,
                 "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
@@ -106,6 +124,8 @@ extension HTTPAPI {
                     "num_peers": "0",
                     "term": "1",
                 ],
+                "serf_lan": serfStats(gossip?.lan),
+                "serf_wan": serfStats(gossip?.wan),
                 "runtime": [
                     "arch": "amd64", "os": "linux",
                     "cpu_count": String(ProcessInfo.processInfo.activeProcessorCount),
@@ -113,6 +133,20 @@ extension HTTPAPI {
                 ],
             ] as [String: Any],
             "Meta": [String: String](),
+        ]
+    }
+
+    /// Consul's Stats.serf_lan / serf_wan (the counters we have), all strings.
+    func serfStats(_ pool: GossipPool?) -> [String: String] {
+        guard let pool else { return [:] }
+        let members = pool.members
+        return [
+            "members": String(members.count),
+            "failed": String(members.filter { $0.serfStatus == 4 }.count),
+            "left": String(members.filter { $0.serfStatus == 3 }.count),
+            "health_score": String(pool.healthScore),
+            "encrypted": String(pool.isEncrypted),
+            "decrypt_failures": String(pool.decryptFailures),
         ]
     }
 

@@ -1,8 +1,8 @@
 // Go's time.ParseDuration grammar, which Consul uses for `?wait=` and config durations:
 // a sequence of decimal numbers with units ns, us (µs), ms, s, m, h, e.g. "1m30s", "1.5s".
-enum GoDuration {
+public enum GoDuration {
     /// Parses to nanoseconds; nil for anything Go would reject (including a bare "5").
-    static func nanoseconds(_ text: String) -> UInt64? {
+    public static func nanoseconds(_ text: String) -> UInt64? {
         var scalars = Array(text.unicodeScalars)
         if scalars == ["0"] { return 0 }
         if let sign = scalars.first, sign == "+" { scalars.removeFirst() }

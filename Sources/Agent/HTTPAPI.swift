@@ -18,6 +18,8 @@ final class HTTPAPI {
     /// Asks the agent to leave and stop (PUT /v1/agent/leave).
     let requestLeave: () -> Void
     var httpPort = 0
+    /// The agent's gossip pools (nil only in agents built without them).
+    var gossip: AgentGossip?
 
     init(config: AgentConfig, nodeID: String, loop: Loop, log: SingleNodeLog, logger: Logger,
          requestLeave: @escaping () -> Void) {
@@ -36,7 +38,11 @@ final class HTTPAPI {
         let request = responder.request
         let path = request.path
         logger.debug("request", metadata: ["method": "\(request.method)", "url": "\(request.target)"])
-        if path.hasPrefix("/v1/kv/") || path == "/v1/kv" {
+        if !config.server && (path.hasPrefix("/v1/kv/") || path == "/v1/kv" || path.hasPrefix("/v1/status/")) {
+            // A client agent forwards these to a server over RPC in Consul. Forwarding is not
+            // built yet (a later issue), so clients answer as Consul does with no server known.
+            responder.respond(.text(status: 500, "No known Consul servers"))
+        } else if path.hasPrefix("/v1/kv/") || path == "/v1/kv" {
             handleKV(responder)
         } else if path.hasPrefix("/v1/status/") {
             handleStatus(responder)

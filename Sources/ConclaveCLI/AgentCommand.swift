@@ -20,6 +20,13 @@ enum AgentCommand {
         flags.int("serf-lan-port", "Sets the Serf LAN port to listen on.")
         flags.int("serf-wan-port", "Sets the Serf WAN port to listen on.")
         flags.string("log-level", "Log level of the agent: trace, debug, info, warn, error.")
+        flags.string("advertise", "Sets the advertise address to use for cluster communication.")
+        flags.stringList("join", "Address of an agent to join at start time. Can be specified multiple times.")
+        flags.stringList("retry-join", "Address of an agent to join at start time with retries enabled. Can be specified multiple times.")
+        flags.string("retry-interval", "Time to wait between join attempts (default 30s).")
+        flags.bool("rejoin", "Ignores a previous leave and attempts to rejoin the cluster.")
+        flags.string("encrypt", "Provides the gossip encryption key.")
+        flags.int("bootstrap-expect", "Sets server to expect bootstrap mode.")
         flags.stringList("config-file", "Path to a JSON file to read configuration from. May be given more than once; later files win, flags win over files.")
         return flags
     }
@@ -43,9 +50,20 @@ enum AgentCommand {
         if let v = flags.int("serf-lan-port") { config.ports.serfLAN = v }
         if let v = flags.int("serf-wan-port") { config.ports.serfWAN = v }
         if let v = flags.string("log-level") { config.logLevel = v }
-        if !config.server {
-            throw AgentConfigError.invalid("client agents forward to servers found through gossip, which this build does not have yet: run with -server or -dev")
+        if let v = flags.string("advertise") { config.advertiseAddr = v }
+        if flags.isSet("join") { config.startJoin += flags.list("join") }
+        if flags.isSet("retry-join") { config.retryJoin += flags.list("retry-join") }
+        if let v = flags.string("retry-interval") {
+            guard let nanos = GoDuration.nanoseconds(v), nanos >= 1_000_000 else {
+                throw FlagError(description: "invalid value \"\(v)\" for flag -retry-interval: not a duration")
+            }
+            config.retryIntervalMs = nanos / 1_000_000
         }
+        if flags.isSet("rejoin") { config.rejoinAfterLeave = flags.flag("rejoin") }
+        if let v = flags.string("encrypt") { config.encryptKey = v }
+        if let v = flags.int("bootstrap-expect") { config.bootstrapExpect = v }
+        // Client agents (no -server) run gossip only; their server-backed endpoints answer
+        // "No known Consul servers" until RPC forwarding exists (a later issue).
         try config.validate()
         return config
     }

@@ -11,8 +11,12 @@ public enum ConclaveCLI {
 
     static let commands: [(name: String, synopsis: String)] = [
         ("agent", "Runs a Conclave agent"),
+        ("force-leave", "Forces a member of the cluster to enter the \"left\" state"),
+        ("join", "Tell Conclave agent to join cluster"),
+        ("keygen", "Generates a new encryption key"),
         ("kv", "Interact with the key-value store"),
         ("leave", "Gracefully leaves the cluster and shuts down the agent"),
+        ("members", "Lists the members of a Conclave cluster"),
         ("version", "Prints the Conclave version"),
     ]
 
@@ -26,6 +30,10 @@ public enum ConclaveCLI {
         case "agent": return AgentCommand.run(rest)
         case "kv": return KVCommands.run(rest)
         case "leave": return LeaveCommand.run(rest)
+        case "members": return MembersCommand.run(rest)
+        case "join": return JoinCommand.run(rest)
+        case "force-leave": return ForceLeaveCommand.run(rest)
+        case "keygen": return KeygenCommand.run(rest)
         case "version", "-version", "--version", "-v":
             print("Conclave v\(ConclaveVersion.version)")
             print("Revision \(ConclaveVersion.revision)")

@@ -19,6 +19,9 @@ final class TestAgent: @unchecked Sendable {
         config.dataDir = dir
         config.clientAddr = "127.0.0.1"
         config.ports.http = 0
+        config.ports.serfLAN = 0
+        config.ports.serfWAN = 0
+        config.bindAddr = "127.0.0.1"
         configure(&config)
         var logger = Logger(label: "test-agent")
         logger.logLevel = .warning

@@ -45,7 +45,8 @@ final class AgentProcess {
     convenience init(dataDir: String) throws {
         try self.init(dataDir: dataDir, arguments: ["agent", "-server", "-bootstrap", "-node", "proc-node",
                                                     "-data-dir", dataDir, "-client", "127.0.0.1", "-bind", "127.0.0.1",
-                                                    "-http-port", "0", "-dns-port", "-1", "-log-level", "info"])
+                                                    "-http-port", "0", "-dns-port", "-1", "-serf-lan-port", "0", "-serf-wan-port", "0",
+                                                    "-log-level", "info"])
     }
 
     init(dataDir: String, arguments: [String]) throws {
