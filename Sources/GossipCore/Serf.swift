@@ -7,9 +7,10 @@
 /// A Lamport clock (serf lamport.go): `increment` on a local send, `witness` on receive.
 struct LamportClock {
     private(set) var time: UInt64 = 0
-    /// Returns the time to stamp on a new message, then moves past it.
+    /// Returns the time to stamp on a new message, then moves past it (saturating: a forged
+    /// UInt64.max pins the clock rather than wrapping it back to 0).
     mutating func stamp() -> UInt64 {
-        defer { time &+= 1 }
+        defer { if time < .max { time += 1 } }
         return time
     }
     /// A received time: our clock moves just past it if it is ahead of us.

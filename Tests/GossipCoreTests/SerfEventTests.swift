@@ -52,6 +52,18 @@ extension Harness {
         #expect(h.node.stats.staleEventsIgnored == 2)
     }
 
+    @Test func aForgedMaximalLamportTimePinsTheClockInsteadOfWrapping() throws {
+        let h = Harness(others: ["b"])
+        h.receive([.userEvent(ltime: .max, name: "x", payload: [], coalesce: true),
+                   .query(ltime: .max, id: 1, from: "b", fromAddress: "b:7946", filterNodes: [], requestAck: false,
+                          timeoutMs: .max, name: "q", payload: [])], from: "b")
+        #expect(h.node.eventLamportTime == .max && h.node.queryLamportTime == .max)
+        try h.node.fireUserEvent(name: "y", payload: [], nowMs: h.nowMs)
+        try h.node.query(name: "q2", payload: [], timeoutMs: 100, nowMs: h.nowMs)
+        #expect(h.node.eventLamportTime == .max && h.node.queryLamportTime == .max)
+        h.advance(by: 1_000)
+    }
+
     @Test func sizeLimitIsConfigurableAndTyped() throws {
         let h = Harness(others: ["b"])
         #expect(h.node.config.userEventSizeLimitBytes == 512)
