@@ -109,9 +109,19 @@ import TestSupport
         var c = GossipConfig.lan(name: "a", address: "a:1", randomSeed: 0)
         c.maxQueryResponseBytes = 1_400
         #expect(throws: GossipConfigError.self) { try c.validate() }
-        c = GossipConfig.lan(name: "a", address: "a:1", randomSeed: 0)
-        c.queryBufferSize = 0
-        #expect(throws: GossipConfigError.self) { try c.validate() }
+        for (field, change) in [("queryBufferSize", { (c: inout GossipConfig) in c.queryBufferSize = 0 }),
+                                ("querySizeLimitBytes", { $0.querySizeLimitBytes = 2_000 }),
+                                ("queryTimeoutMult", { $0.queryTimeoutMult = 0 }),
+                                ("maxPendingQueries", { $0.maxPendingQueries = 0 }),
+                                ("maxMessagesPerLamportTime", { $0.maxMessagesPerLamportTime = 0 }),
+                                ("reconnectTimeoutMs", { $0.reconnectTimeoutMs = -1 }),
+                                ("tombstoneTimeoutMs", { $0.tombstoneTimeoutMs = -1 })] {
+            var bad = GossipConfig.lan(name: "a", address: "a:1", randomSeed: 0)
+            change(&bad)
+            #expect { try bad.validate() } throws: { error in
+                if case let GossipConfigError.invalid(f, _) = error { f == field } else { false }
+            }
+        }
     }
 
     /// A query from one of 50 members; every member (or only the filtered ones) answers with its name.
