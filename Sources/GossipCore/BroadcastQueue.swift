@@ -32,15 +32,15 @@ struct BroadcastQueue {
 
     /// Updates that fit in `bytesAvailable`, counting `overheadEach` framing bytes per
     /// update; each one returned counts one transmit and leaves the queue at `limit`.
-    mutating func take(bytesAvailable: Int, overheadEach: Int, limit: Int) -> [[UInt8]] {
-        if items.isEmpty || bytesAvailable <= overheadEach { return [] }
+    mutating func take(bytesAvailable: Int, overheadEach: Int, limit: Int, maxParts: Int = WireLimits.maxCompoundParts - 1) -> [[UInt8]] {
+        if items.isEmpty || bytesAvailable <= overheadEach || maxParts <= 0 { return [] }
         let ordered = items.values.sorted { a, b in
             a.transmits != b.transmits ? a.transmits < b.transmits : a.id > b.id
         }
         var used = 0
         var out: [[UInt8]] = []
         for item in ordered {
-            if out.count >= WireLimits.maxCompoundParts - 1 { break }
+            if out.count >= maxParts { break }
             let size = item.bytes.count + overheadEach
             if used + size > bytesAvailable { continue }
             used += size

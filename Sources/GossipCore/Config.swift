@@ -31,8 +31,28 @@ public struct GossipConfig: Sendable, Equatable {
     public var gossipNodes: Int
     /// Dead/left members keep receiving gossip this long (so they learn they were declared dead).
     public var gossipToTheDeadMs: Int64
-    /// A dead or left member is forgotten (event `reap`) this long after its state change.
-    public var reapAfterMs: Int64
+    /// A failed (dead) member is forgotten (event `reap`) this long after it failed (Serf ReconnectTimeout, 72 h).
+    public var reconnectTimeoutMs: Int64
+    /// A member that left is forgotten (event `reap`) this long after it left (Serf TombstoneTimeout, 24 h).
+    public var tombstoneTimeoutMs: Int64
+
+    // Serf layer: user events and queries (serf config.go).
+    /// Recent Lamport times remembered to de-duplicate user events; older events are ignored (Serf EventBuffer).
+    public var eventBufferSize: Int
+    /// Recent Lamport times remembered to de-duplicate queries; older queries are ignored (Serf QueryBuffer).
+    public var queryBufferSize: Int
+    /// Maximum name + payload bytes of a user event we fire (Serf UserEventSizeLimit).
+    public var userEventSizeLimitBytes: Int
+    /// Maximum encoded size of a query we send (Serf QuerySizeLimit).
+    public var querySizeLimitBytes: Int
+    /// Maximum payload of a query response we send (Serf QueryResponseSizeLimit).
+    public var maxQueryResponseBytes: Int
+    /// Default query timeout = gossipInterval × queryTimeoutMult × ceil(log10(n + 1)) (Serf QueryTimeoutMult).
+    public var queryTimeoutMult: Int
+    /// Our own open queries, and received queries still awaiting our answer, each at most this many.
+    public var maxPendingQueries: Int
+    /// Distinct events (or queries) remembered per Lamport time; more are dropped.
+    public var maxMessagesPerLamportTime: Int
 
     /// Full state exchange with one random member; scaled up with cluster size beyond 32
     /// members like memberlist's pushPullScale. 0 disables periodic push-pull.
@@ -57,7 +77,10 @@ public struct GossipConfig: Sendable, Equatable {
             name: name, address: address, randomSeed: randomSeed,
             probeIntervalMs: 1_000, probeTimeoutMs: 500, indirectChecks: 3, tcpFallbackProbe: true,
             suspicionMult: 4, suspicionMaxTimeoutMult: 6, retransmitMult: 4,
-            gossipIntervalMs: 200, gossipNodes: 3, gossipToTheDeadMs: 30_000, reapAfterMs: 30_000,
+            gossipIntervalMs: 200, gossipNodes: 3, gossipToTheDeadMs: 30_000,
+            reconnectTimeoutMs: 72 * 3_600_000, tombstoneTimeoutMs: 24 * 3_600_000,
+            eventBufferSize: 64, queryBufferSize: 64, userEventSizeLimitBytes: 512, querySizeLimitBytes: 1_024,
+            maxQueryResponseBytes: 1_024, queryTimeoutMult: 16, maxPendingQueries: 256, maxMessagesPerLamportTime: 128,
             pushPullIntervalMs: 30_000, awarenessMaxMultiplier: 8,
             udpBufferSizeBytes: 1_400, maxBroadcastQueueLength: 4_096, maxTagsBytes: 512,
             maxPushPullMembers: WireLimits.maxPushPullMembers, maxRelaysInFlight: 256, maxStreamsInFlight: 64)
@@ -73,7 +96,6 @@ public struct GossipConfig: Sendable, Equatable {
         c.gossipNodes = 4
         c.gossipIntervalMs = 500
         c.gossipToTheDeadMs = 60_000
-        c.reapAfterMs = 60_000
         return c
     }
 
@@ -88,7 +110,6 @@ public struct GossipConfig: Sendable, Equatable {
         c.probeIntervalMs = 1_000
         c.gossipIntervalMs = 100
         c.gossipToTheDeadMs = 15_000
-        c.reapAfterMs = 15_000
         return c
     }
 
@@ -106,7 +127,8 @@ public struct GossipConfig: Sendable, Equatable {
         if gossipIntervalMs <= 0 { throw bad("gossipIntervalMs", "must be > 0") }
         if gossipNodes < 0 { throw bad("gossipNodes", "must be >= 0") }
         if gossipToTheDeadMs < 0 { throw bad("gossipToTheDeadMs", "must be >= 0") }
-        if reapAfterMs < 0 { throw bad("reapAfterMs", "must be >= 0") }
+        if reconnectTimeoutMs < 0 { throw bad("reconnectTimeoutMs", "must be >= 0") }
+        if tombstoneTimeoutMs < 0 { throw bad("tombstoneTimeoutMs", "must be >= 0") }
         if pushPullIntervalMs < 0 { throw bad("pushPullIntervalMs", "must be >= 0 (0 disables)") }
         if awarenessMaxMultiplier < 1 { throw bad("awarenessMaxMultiplier", "must be >= 1 (1 disables awareness)") }
         if udpBufferSizeBytes < 512 || udpBufferSizeBytes > 65_000 { throw bad("udpBufferSizeBytes", "must be in 512...65000") }
@@ -115,7 +137,25 @@ public struct GossipConfig: Sendable, Equatable {
         if maxPushPullMembers < 1 || maxPushPullMembers > WireLimits.maxPushPullMembers { throw bad("maxPushPullMembers", "must be in 1...\(WireLimits.maxPushPullMembers)") }
         if maxRelaysInFlight < 1 { throw bad("maxRelaysInFlight", "must be >= 1") }
         if maxStreamsInFlight < 1 { throw bad("maxStreamsInFlight", "must be >= 1") }
+        if eventBufferSize < 1 || eventBufferSize > 1 << 20 { throw bad("eventBufferSize", "must be in 1...\(1 << 20)") }
+        if queryBufferSize < 1 || queryBufferSize > 1 << 20 { throw bad("queryBufferSize", "must be in 1...\(1 << 20)") }
+        // Each must fit in one datagram with its header (type, ltime, lengths; a response also carries our name).
+        let eventRoom = udpBufferSizeBytes - Self.userEventOverheadBytes
+        if userEventSizeLimitBytes < 1 || userEventSizeLimitBytes > eventRoom { throw bad("userEventSizeLimitBytes", "must be in 1...\(eventRoom) (udpBufferSizeBytes minus header)") }
+        if querySizeLimitBytes < 64 || querySizeLimitBytes > udpBufferSizeBytes { throw bad("querySizeLimitBytes", "must be in 64...udpBufferSizeBytes") }
+        let responseRoom = udpBufferSizeBytes - Self.queryResponseOverheadBytes - name.utf8.count
+        if maxQueryResponseBytes < 0 || maxQueryResponseBytes > responseRoom { throw bad("maxQueryResponseBytes", "must be in 0...\(responseRoom) (udpBufferSizeBytes minus header and name)") }
+        if queryTimeoutMult < 1 { throw bad("queryTimeoutMult", "must be >= 1") }
+        if maxPendingQueries < 1 { throw bad("maxPendingQueries", "must be >= 1") }
+        if maxMessagesPerLamportTime < 1 { throw bad("maxMessagesPerLamportTime", "must be >= 1") }
     }
+}
+
+extension GossipConfig {
+    /// Upper bounds of the framing around a user event (type, ltime, two lengths, flag) and a
+    /// query response (type, ltime, id, name length, flag, payload length), in bytes.
+    static let userEventOverheadBytes = 24
+    static let queryResponseOverheadBytes = 24
 }
 
 public enum GossipConfigError: Error, Equatable, Sendable {
@@ -149,6 +189,11 @@ public enum GossipMath {
         let frac = ln(Double(c) + 1) / ln(Double(k) + 1)
         let raw = Double(maxMs) - frac * Double(maxMs - minMs)
         return max(minMs, Int64(raw.rounded(.down)))
+    }
+
+    /// Serf DefaultQueryTimeout: gossipInterval × queryTimeoutMult × ceil(log10(n + 1)), at least one interval.
+    public static func defaultQueryTimeoutMs(gossipIntervalMs: Int64, mult: Int, members n: Int) -> Int64 {
+        gossipIntervalMs * Int64(mult) * Int64(max(1, decimalDigitsCeilLog10(max(1, n + 1))))
     }
 
     /// ceil(log10(x)) for x >= 1, exactly, on integers.

@@ -77,6 +77,7 @@ extension Memberlist {
         memberList[i].incarnation = inc
         memberList[i].state = from == node ? .left : .dead
         memberList[i].stateChangeMs = nowMs
+        if let at = reapAtMs(memberList[i]) { nextReapMs = Swift.min(nextReapMs, at) }
         broadcasts.enqueue(node: node, bytes: GossipWire.encode(.dead(incarnation: inc, node: node, from: from)))
         if node != config.name {
             effects.append(.event(from == node ? .leave(memberList[i]) : .failed(memberList[i])))
@@ -100,6 +101,31 @@ extension Memberlist {
             suspicions[name] = nil
             if m.state == .suspect { handleDead(incarnation: m.incarnation, node: name, from: config.name) }
         }
+    }
+
+    // MARK: Reaping (serf.go reap: failed after ReconnectTimeout, left after TombstoneTimeout)
+
+    /// When a failed or left member (never ourselves) is due to be forgotten.
+    func reapAtMs(_ m: Member) -> Int64? {
+        if m.name == config.name { return nil }
+        switch m.state {
+        case .dead: return m.stateChangeMs &+ config.reconnectTimeoutMs
+        case .left: return m.stateChangeMs &+ config.tombstoneTimeoutMs
+        case .alive, .suspect: return nil
+        }
+    }
+
+    /// Forget members whose reap time has come (event `reap` for each) and find the next reap time.
+    func reapMembers() {
+        guard nowMs >= nextReapMs else { return }
+        var next = Int64.max
+        var due: [Member] = []
+        for m in memberList {
+            guard let at = reapAtMs(m) else { continue }
+            if at <= nowMs { due.append(m) } else { next = Swift.min(next, at) }
+        }
+        for m in due { remove(m.name); effects.append(.event(.reap(m))) }
+        nextReapMs = next
     }
 
     // MARK: Push-pull (anti-entropy)
@@ -134,8 +160,23 @@ extension Memberlist {
         broadcasts.enqueue(node: m.name, bytes: GossipWire.encode(.alive(incarnation: m.incarnation, node: m.name, address: m.address, tags: m.tags)))
     }
 
+    /// Queued broadcasts that fit: member updates first, then queries, then user events
+    /// (Serf's delegate fills what memberlist leaves), so Serf traffic never starves membership.
+    func takeBroadcasts(bytesAvailable: Int, maxParts: Int) -> [[UInt8]] {
+        let limit = retransmitLimit
+        var parts = broadcasts.take(bytesAvailable: bytesAvailable, overheadEach: 2, limit: limit, maxParts: maxParts)
+        for q in [0, 1] {
+            let left = bytesAvailable - parts.reduce(0) { $0 + $1.count + 2 }
+            let more = q == 0
+                ? queryBroadcasts.take(bytesAvailable: left, overheadEach: 2, limit: limit, maxParts: maxParts - parts.count)
+                : eventBroadcasts.take(bytesAvailable: left, overheadEach: 2, limit: limit, maxParts: maxParts - parts.count)
+            parts += more
+        }
+        return parts
+    }
+
     func gossip() {
-        if broadcasts.count == 0 { return }
+        if broadcasts.count == 0 && eventBroadcasts.count == 0 && queryBroadcasts.count == 0 { return }
         let targets = randomMembers(config.gossipNodes, where: { m in
             switch m.state {
             case .alive, .suspect: true
@@ -143,7 +184,7 @@ extension Memberlist {
             }
         })
         for t in targets {
-            let parts = broadcasts.take(bytesAvailable: config.udpBufferSizeBytes - 2, overheadEach: 2, limit: retransmitLimit)
+            let parts = takeBroadcasts(bytesAvailable: config.udpBufferSizeBytes - 2, maxParts: WireLimits.maxCompoundParts - 1)
             if parts.isEmpty { return }
             emitPacket(parts.count == 1 ? parts[0] : GossipWire.encodeCompound(parts), to: t.address)
         }
@@ -153,7 +194,7 @@ extension Memberlist {
     func send(_ message: GossipMessage, to address: String, extra: [GossipMessage] = []) {
         var parts = [GossipWire.encode(message)] + extra.map(GossipWire.encode)
         let used = parts.reduce(0) { $0 + $1.count + 2 } + 2
-        parts += broadcasts.take(bytesAvailable: config.udpBufferSizeBytes - used, overheadEach: 2, limit: retransmitLimit)
+        parts += takeBroadcasts(bytesAvailable: config.udpBufferSizeBytes - used, maxParts: WireLimits.maxCompoundParts - parts.count)
         emitPacket(parts.count == 1 ? parts[0] : GossipWire.encodeCompound(parts), to: address)
     }
 

@@ -44,6 +44,20 @@ public final class Memberlist {
 
     var leaving = false
     var nowMs: Int64
+    /// Earliest time a failed or left member is due to be reaped.
+    var nextReapMs: Int64 = .max
+
+    // Serf layer (Serf.swift): Lamport clocks, de-duplication buffers, its own broadcast queues
+    // (drained after member updates, so those are never starved), and open queries.
+    var eventClock = LamportClock()
+    var queryClock = LamportClock()
+    var eventBuffer: [LamportSlot<EventKey>?]
+    var queryBuffer: [LamportSlot<UInt32>?]
+    var eventBroadcasts: BroadcastQueue
+    var queryBroadcasts: BroadcastQueue
+    var serfBroadcastSeq: UInt64 = 0
+    var outgoingQueries: [QueryID: OutgoingQuery] = [:]
+    var incomingQueries: [QueryID: IncomingQuery] = [:]
 
     /// `knownMembers` restores a membership (e.g. from a snapshot) without events or gossip.
     public init(config: GossipConfig, nowMs: Int64 = 0, knownMembers: [Member] = []) throws(GossipConfigError) {
@@ -53,12 +67,17 @@ public final class Memberlist {
         rng = GossipRandom(state: config.randomSeed)
         awareness = Awareness(max: config.awarenessMaxMultiplier)
         broadcasts = BroadcastQueue(maxLength: config.maxBroadcastQueueLength)
+        eventBroadcasts = BroadcastQueue(maxLength: config.maxBroadcastQueueLength)
+        queryBroadcasts = BroadcastQueue(maxLength: config.maxBroadcastQueueLength)
+        eventBuffer = Array(repeating: nil, count: config.eventBufferSize)
+        queryBuffer = Array(repeating: nil, count: config.queryBufferSize)
         insert(Member(name: config.name, address: config.address, incarnation: 0, state: .alive, stateChangeMs: nowMs))
         for m in knownMembers where m.name != config.name && indexByName[m.name] == nil { insert(m) }
         probeOrder.shuffle(using: &rng)
         nextProbeMs = nowMs + Int64.random(in: 0..<config.probeIntervalMs, using: &rng)
         nextGossipMs = nowMs + Int64.random(in: 0..<config.gossipIntervalMs, using: &rng)
         nextPushPullMs = nowMs + currentPushPullIntervalMs()
+        for m in memberList { if let at = reapAtMs(m) { nextReapMs = Swift.min(nextReapMs, at) } }
     }
 
     // MARK: Reading state
@@ -70,6 +89,8 @@ public final class Memberlist {
     /// Lifeguard local health score (0 = healthy).
     public var healthScore: Int { awareness.score }
     public var pendingBroadcasts: Int { broadcasts.count }
+    /// Queued user events and queries (their own queues, bounded like `pendingBroadcasts`).
+    public var pendingSerfBroadcasts: Int { eventBroadcasts.count + queryBroadcasts.count }
     public var incarnation: UInt32 { memberList[indexByName[config.name]!].incarnation }
     /// The suspicion deadline we hold for `name`, if we suspect it.
     public func suspicionDeadlineMs(of name: String) -> Int64? { suspicions[name]?.deadlineMs }
@@ -79,6 +100,8 @@ public final class Memberlist {
         if config.pushPullIntervalMs > 0 && !leaving { t = Swift.min(t, nextPushPullMs) }
         for s in suspicions.values { t = Swift.min(t, s.deadlineMs) }
         for r in relays.values { t = Swift.min(t, r.deadlineMs) }
+        t = Swift.min(t, nextReapMs)
+        for q in outgoingQueries.values { t = Swift.min(t, q.deadlineMs) }
         return t
     }
 
@@ -177,6 +200,8 @@ public final class Memberlist {
         if probe == nil && !leaving && nowMs >= nextProbeMs { startProbe() }
         expireRelays()
         expireSuspicions()
+        reapMembers()
+        expireQueries()
         if nowMs >= nextGossipMs {
             nextGossipMs = Swift.max(nextGossipMs + config.gossipIntervalMs, nowMs)
             gossip()
@@ -215,6 +240,13 @@ public final class Memberlist {
             handleDead(incarnation: inc, node: node, from: from)
         case .pushPull:
             break  // only over streams
+        case let .userEvent(ltime, name, payload, coalesce):
+            handleUserEvent(ltime: ltime, name: name, payload: payload, coalesce: coalesce)
+        case let .query(ltime, id, from, fromAddress, filterNodes, requestAck, timeoutMs, name, payload):
+            handleQuery(ltime: ltime, id: id, from: from, fromAddress: fromAddress, filterNodes: filterNodes,
+                        requestAck: requestAck, timeoutMs: timeoutMs, name: name, payload: payload)
+        case let .queryResponse(ltime, id, from, ack, payload):
+            handleQueryResponse(QueryID(ltime: ltime, id: id), from: from, ack: ack, payload: payload)
         }
     }
 

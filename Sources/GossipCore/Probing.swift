@@ -37,10 +37,8 @@ extension Memberlist {
         return nil
     }
 
-    /// A new round: forget long-dead members, then a fresh random order (SWIM's round-robin).
+    /// A new round: a fresh random order (SWIM's round-robin). Reaping runs on its own timer.
     func reshuffleProbeOrder() {
-        let expired = memberList.filter { $0.state.isDeadOrLeft && nowMs - $0.stateChangeMs >= config.reapAfterMs && $0.name != config.name }
-        for m in expired { remove(m.name); effects.append(.event(.reap(m))) }
         probeOrder = memberList.map(\.name)
         probeOrder.shuffle(using: &rng)
         probeCursor = 0

@@ -25,8 +25,28 @@ public enum MembershipEvent: Sendable, Equatable {
     case failed(Member)
     /// Tags or address changed.
     case update(Member)
-    /// A dead or left member was forgotten after `reapAfterMs`.
+    /// A failed member was forgotten after `reconnectTimeoutMs`, a left one after `tombstoneTimeoutMs`.
     case reap(Member)
+
+    // Serf layer (serf event.go): delivered once per member.
+    /// A user event (ours included), once per (ltime, name, payload).
+    case user(name: String, payload: [UInt8], ltime: UInt64, coalesce: Bool)
+    /// A query for the application; answer with `respond(to:payload:nowMs:)` before its deadline.
+    case query(id: QueryID, from: String, name: String, payload: [UInt8], ltime: UInt64)
+    /// For the asker: one response per responding member, until the deadline.
+    case queryResponse(id: QueryID, from: String, payload: [UInt8])
+    /// For the asker: one ack per member that received the query (if acks were requested).
+    case queryAck(id: QueryID, from: String)
+    /// For the asker: the deadline passed; later responses are dropped.
+    case queryDone(id: QueryID)
+}
+
+/// A query, named by its Lamport time and the asker's random id (Serf's (LTime, ID)).
+public struct QueryID: Hashable, Sendable, CustomStringConvertible {
+    public var ltime: UInt64
+    public var id: UInt32
+    public init(ltime: UInt64, id: UInt32) { self.ltime = ltime; self.id = id }
+    public var description: String { "query(\(ltime)/\(id))" }
 }
 
 public enum StreamKind: Sendable, Equatable {
@@ -60,9 +80,33 @@ public struct GossipStats: Sendable, Equatable {
     public var rejectedUpdates = 0
     public var droppedRelays = 0
     public var droppedStreams = 0
+    /// User events / queries ignored because they are older than the buffer window.
+    public var staleEventsIgnored = 0
+    public var staleQueriesIgnored = 0
+    /// Events / queries beyond `maxMessagesPerLamportTime` at one Lamport time.
+    public var eventsDroppedAtFullLTime = 0
+    /// Query responses (or acks) that arrived after the deadline or for an unknown query.
+    public var lateQueryResponses = 0
+    /// Second responses (or acks) from the same member to the same query.
+    public var duplicateQueryResponses = 0
+    /// Inbound queries forgotten unanswered because `maxPendingQueries` were open.
+    public var droppedInboundQueries = 0
 }
 
 public enum GossipError: Error, Equatable, Sendable {
     case tagsTooLarge(size: Int, limit: Int)
     case alreadyLeft
+    /// name + payload over `userEventSizeLimitBytes`.
+    case userEventTooLarge(size: Int, limit: Int)
+    /// Encoded query over `querySizeLimitBytes`.
+    case queryTooLarge(size: Int, limit: Int)
+    /// Response payload over `maxQueryResponseBytes`.
+    case queryResponseTooLarge(size: Int, limit: Int)
+    /// `maxPendingQueries` of our own queries are still open.
+    case tooManyPendingQueries(limit: Int)
+    case invalidQueryTimeout(ms: Int64)
+    /// `respond` for a query we never received, or already forgot.
+    case unknownQuery(QueryID)
+    case queryDeadlinePassed(QueryID)
+    case alreadyResponded(QueryID)
 }

@@ -10,6 +10,10 @@ public enum WireLimits {
     public static let maxPushPullMembers = 16_384
     public static let maxCompoundParts = 255
     public static let maxStreamBytes = 8 * 1024 * 1024
+    /// User event / query / query response payloads (each also fits in one datagram).
+    public static let maxPayloadBytes = 65_000
+    /// Node names a query may be filtered to.
+    public static let maxQueryFilterNodes = 1_024
 }
 
 public enum MemberState: UInt8, Sendable, Equatable {
@@ -42,6 +46,13 @@ public enum GossipMessage: Sendable, Equatable {
     /// `from == node` means a graceful leave.
     case dead(incarnation: UInt32, node: String, from: String)
     case pushPull(join: Bool, members: [MemberSnapshot])
+    /// Serf user event, gossiped; de-duplicated by (ltime, name, payload).
+    case userEvent(ltime: UInt64, name: String, payload: [UInt8], coalesce: Bool)
+    /// Serf query, gossiped; de-duplicated by (ltime, id). Responses go straight to `fromAddress`.
+    case query(ltime: UInt64, id: UInt32, from: String, fromAddress: String, filterNodes: [String],
+               requestAck: Bool, timeoutMs: UInt64, name: String, payload: [UInt8])
+    /// Serf query response (or ack when `ack` is set), sent directly to the asker, never gossiped.
+    case queryResponse(ltime: UInt64, id: UInt32, from: String, ack: Bool, payload: [UInt8])
 
     var typeByte: UInt8 {
         switch self {
@@ -53,6 +64,9 @@ public enum GossipMessage: Sendable, Equatable {
         case .alive: 6
         case .dead: 7
         case .pushPull: 8
+        case .userEvent: 10
+        case .query: 11
+        case .queryResponse: 12
         }
     }
 }
@@ -144,6 +158,7 @@ struct ByteWriter {
         varint(UInt64(t.count))
         for k in t.keys.sorted() { string(k); string(t[k]!) }
     }
+    mutating func payload(_ p: [UInt8]) { varint(UInt64(p.count)); bytes.append(contentsOf: p) }
     mutating func write(_ m: GossipMessage) {
         byte(m.typeByte)
         switch m {
@@ -160,6 +175,14 @@ struct ByteWriter {
         case let .pushPull(join, members):
             byte(join ? 1 : 0); varint(UInt64(members.count))
             for s in members { string(s.name); string(s.address); u32(s.incarnation); byte(s.state.rawValue); tags(s.tags) }
+        case let .userEvent(ltime, name, p, coalesce):
+            varint(ltime); string(name); payload(p); byte(coalesce ? 1 : 0)
+        case let .query(ltime, id, from, fromAddress, filterNodes, requestAck, timeoutMs, name, p):
+            varint(ltime); u32(id); string(from); string(fromAddress)
+            varint(UInt64(filterNodes.count)); for n in filterNodes { string(n) }
+            byte(requestAck ? 1 : 0); varint(timeoutMs); string(name); payload(p)
+        case let .queryResponse(ltime, id, from, ack, p):
+            varint(ltime); u32(id); string(from); byte(ack ? 1 : 0); payload(p)
         }
     }
 }
@@ -215,6 +238,10 @@ struct ByteReader {
         guard let str = String(validating: s, as: UTF8.self) else { throw .invalidUTF8(field: field) }
         return str
     }
+    mutating func payload(_ field: String) throws(GossipWireError) -> [UInt8] {
+        let n = try count(field: field, limit: WireLimits.maxPayloadBytes, minBytesEach: 1)
+        return Array(try slice(n))
+    }
     mutating func tags() throws(GossipWireError) -> [String: String] {
         let n = try count(field: "tags", limit: WireLimits.maxTagPairs, minBytesEach: 2)
         var t: [String: String] = [:]
@@ -253,6 +280,19 @@ struct ByteReader {
                 members.append(MemberSnapshot(name: name, address: address, incarnation: inc, state: state, tags: try tags()))
             }
             return .pushPull(join: join, members: members)
+        case 10:
+            return .userEvent(ltime: try varint(), name: try string("event name"), payload: try payload("event payload"), coalesce: try bool())
+        case 11:
+            let ltime = try varint(), id = try u32(), from = try string("query from"), fromAddress = try string("query from address")
+            let n = try count(field: "query filter nodes", limit: WireLimits.maxQueryFilterNodes, minBytesEach: 1)
+            var filter: [String] = []
+            filter.reserveCapacity(n)
+            for _ in 0..<n { filter.append(try string("query filter node")) }
+            return .query(ltime: ltime, id: id, from: from, fromAddress: fromAddress, filterNodes: filter, requestAck: try bool(),
+                          timeoutMs: try varint(), name: try string("query name"), payload: try payload("query payload"))
+        case 12:
+            return .queryResponse(ltime: try varint(), id: try u32(), from: try string("response from"), ack: try bool(),
+                                  payload: try payload("response payload"))
         default:
             throw .unknownMessageType(type)
         }

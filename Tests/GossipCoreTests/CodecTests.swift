@@ -14,9 +14,20 @@ enum RandomMessages {
         for _ in 0..<Int.random(in: 0...4, using: &g) { t[string(&g, max: 8)] = string(&g, max: 16) }
         return t
     }
+    static func payload(_ g: inout SeededGenerator, max: Int = 40) -> [UInt8] {
+        (0..<Int.random(in: 0...max, using: &g)).map { _ in UInt8.random(in: 0...255, using: &g) }
+    }
+    static func ltime(_ g: inout SeededGenerator) -> UInt64 {
+        Bool.random(using: &g) ? UInt64.random(in: 0...300, using: &g) : UInt64.random(in: 0...UInt64.max, using: &g)
+    }
     static func message(_ g: inout SeededGenerator) -> GossipMessage {
         let u = { (g: inout SeededGenerator) in UInt32.random(in: 0...UInt32.max, using: &g) }
-        switch Int.random(in: 0..<8, using: &g) {
+        switch Int.random(in: 0..<11, using: &g) {
+        case 8: return .userEvent(ltime: ltime(&g), name: string(&g), payload: payload(&g), coalesce: Bool.random(using: &g))
+        case 9: return .query(ltime: ltime(&g), id: u(&g), from: string(&g), fromAddress: string(&g),
+                              filterNodes: (0..<Int.random(in: 0...3, using: &g)).map { _ in string(&g, max: 6) },
+                              requestAck: Bool.random(using: &g), timeoutMs: ltime(&g), name: string(&g), payload: payload(&g))
+        case 10: return .queryResponse(ltime: ltime(&g), id: u(&g), from: string(&g), ack: Bool.random(using: &g), payload: payload(&g))
         case 0: return .ping(seq: u(&g), target: string(&g), source: string(&g), sourceAddress: string(&g))
         case 1: return .indirectPing(seq: u(&g), target: string(&g), targetAddress: string(&g), source: string(&g),
                                      sourceAddress: string(&g), wantNack: Bool.random(using: &g))
@@ -100,6 +111,15 @@ enum RandomMessages {
         ([3, 0, 0, 0, 1, 7], GossipWireError.trailingBytes(1)),
         ([2, 0, 0, 0, 1, 0, 0, 0, 0, 2], GossipWireError.invalidBool(2)),
         ([9, 1, 2, 9, 0], GossipWireError.nestedCompound),
+        // user event: ltime 1, name "e", payload length 2 but 1 byte left before the flag.
+        ([10, 1, 1, 0x65, 2, 0], GossipWireError.truncated(needed: 2, remaining: 1)),
+        ([10, 1, 1, 0x65, 0, 2], GossipWireError.invalidBool(2)),
+        ([10, 1, 1, 0xFF, 0, 0], GossipWireError.invalidUTF8(field: "event name")),
+        // user event payload over the wire limit (65,001 as a varint).
+        ([10, 1, 0, 0xE9, 0xFB, 0x03], GossipWireError.tooLarge(field: "event payload", size: 65_001, limit: WireLimits.maxPayloadBytes)),
+        // query with 2,000 filter nodes.
+        ([11, 0, 0, 0, 0, 1, 0, 0, 0xD0, 0x0F], GossipWireError.tooLarge(field: "query filter nodes", size: 2_000, limit: WireLimits.maxQueryFilterNodes)),
+        ([12, 0, 0, 0, 0, 1, 0, 3, 0], GossipWireError.invalidBool(3)),
     ])
     func malformedPacketsGiveTypedErrors(bytes: [UInt8], error: GossipWireError) {
         #expect(throws: error) { try GossipWire.decodePacket(bytes) }
@@ -113,6 +133,7 @@ enum RandomMessages {
         let names = ["a", "b", "c", "d", "e"]
         let h = Harness(others: ["b", "c", "d"], seed: seed)
         var lastIncarnation = h.node.incarnation
+        var lastEventTime: UInt64 = 0, lastQueryTime: UInt64 = 0
         for step in 0..<4_000 {
             var m = RandomMessages.message(&g)
             // Aim most messages at members we know, so they reach the state rules.
@@ -122,6 +143,12 @@ enum RandomMessages {
             case let .dead(inc, _, from): m = .dead(incarnation: inc % 4, node: names.randomElement(using: &g)!, from: from)
             case let .ack(seq): m = .ack(seq: seq % 64)
             case let .nack(seq): m = .nack(seq: seq % 64)
+            case let .userEvent(l, name, p, c): m = .userEvent(ltime: l % 200, name: String(name.prefix(2)), payload: Array(p.prefix(2)), coalesce: c)
+            case let .query(l, id, _, addr, filter, ack, t, name, p):
+                m = .query(ltime: l % 200, id: id % 8, from: names.randomElement(using: &g)!, fromAddress: addr,
+                           filterNodes: Bool.random(using: &g) ? [] : filter + ["a"], requestAck: ack, timeoutMs: t, name: name, payload: p)
+            case let .queryResponse(l, id, _, ack, p):
+                m = .queryResponse(ltime: l % 4, id: id % 8, from: names.randomElement(using: &g)!, ack: ack, payload: p)
             default: break
             }
             if Bool.random(using: &g) {
@@ -132,12 +159,23 @@ enum RandomMessages {
                 _ = h.node.receiveStream(bytes, from: "z:1", nowMs: h.nowMs)
             }
             h.advance(by: Int64.random(in: 0...300, using: &g))
-            h.clear()
+            h.collect()
             #expect(h.node.incarnation >= lastIncarnation, "seed=\(seed) step \(step): our incarnation went down")
             lastIncarnation = h.node.incarnation
             #expect(h.node.member(named: "a") != nil, "seed=\(seed) step \(step): we forgot ourselves")
             #expect(h.node.pendingBroadcasts <= h.node.config.maxBroadcastQueueLength)
             #expect(h.node.healthScore < h.node.config.awarenessMaxMultiplier)
+            #expect(h.node.pendingSerfBroadcasts <= 2 * h.node.config.maxBroadcastQueueLength)
+            #expect(h.node.openQueries <= h.node.config.maxPendingQueries)
+            #expect(h.node.eventLamportTime >= lastEventTime && h.node.queryLamportTime >= lastQueryTime,
+                    "seed=\(seed) step \(step): a Lamport clock went back")
+            lastEventTime = h.node.eventLamportTime
+            lastQueryTime = h.node.queryLamportTime
+            // Our own queries and answers interleave with the random input.
+            if step % 50 == 0 { _ = try? h.node.query(name: "q", payload: [1], timeoutMs: 2_000, nowMs: h.nowMs) }
+            for e in h.events { if case let .query(id, _, _, _, _) = e { _ = try? h.node.respond(to: id, payload: [2], nowMs: h.nowMs) } }
+            if step % 37 == 0 { _ = try? h.node.fireUserEvent(name: "u", payload: [UInt8(step % 256)], nowMs: h.nowMs) }
+            h.clear()
         }
     }
 }

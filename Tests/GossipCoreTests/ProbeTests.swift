@@ -149,12 +149,39 @@ import Testing
         #expect(leaver.sent.contains { $0.message == .dead(incarnation: 0, node: "b", from: "b") })
     }
 
-    @Test func deadMemberIsReapedAfterReapTime() {
-        let h = Harness(others: ["b", "c"])
-        h.receive([.dead(incarnation: 0, node: "b", from: "c")], from: "c")
-        h.advance(by: 35_000)
-        #expect(h.node.member(named: "b") == nil)
-        #expect(h.events.contains { if case let .reap(m) = $0 { m.name == "b" } else { false } })
+    @Test func failedMembersAreReapedAfterReconnectTimeoutAndLeftOnesAfterTombstoneTimeout() {
+        // Probing off the path (a long interval) so reaping cannot ride on the probe round.
+        let h = Harness(others: ["b", "c", "d"]) { c in
+            c.reconnectTimeoutMs = 7_000; c.tombstoneTimeoutMs = 3_000
+            c.probeIntervalMs = 600_000; c.probeTimeoutMs = 500
+        }
+        h.advance(to: 1_000)
+        h.receive([.dead(incarnation: 0, node: "b", from: "c")], from: "c")  // failed at 1,000
+        h.receive([.dead(incarnation: 0, node: "d", from: "d")], from: "d")  // left at 1,000
+        func reaped() -> [String] { h.events.compactMap { if case let .reap(m) = $0 { m.name } else { nil } } }
+        h.advance(to: 3_999)
+        #expect(reaped().isEmpty)
+        h.advance(to: 4_000)
+        #expect(reaped() == ["d"])
+        #expect(h.node.member(named: "d") == nil && h.node.member(named: "b")?.state == .dead)
+        h.advance(to: 7_999)
+        #expect(reaped() == ["d"])
+        h.advance(to: 8_000)
+        #expect(reaped() == ["d", "b"])
+        #expect(h.node.members.map(\.name).sorted() == ["a", "c"])
+        // A member that came back before its reap time is not reaped.
+        h.receive([.dead(incarnation: 0, node: "c", from: "a")], from: "c")
+        h.advance(by: 1_000)
+        h.receive([.alive(incarnation: 1, node: "c", address: Harness.address("c"), tags: [:])], from: "c")
+        h.advance(by: 20_000)
+        #expect(reaped() == ["d", "b"])
+        #expect(h.node.member(named: "c")?.state == .alive)
+    }
+
+    @Test func reapDefaultsAreSerfs() {
+        let c = GossipConfig.lan(name: "a", address: "a:1", randomSeed: 0)
+        #expect(c.reconnectTimeoutMs == 72 * 3_600_000)
+        #expect(c.tombstoneTimeoutMs == 24 * 3_600_000)
     }
 
     @Test func buddySystemPiggybacksTheSuspicionOnThePingToTheSuspect() {

@@ -68,7 +68,7 @@ import TestSupport
 
     @Test func partitionedMembersAreDeclaredFailedAndRejoinAfterHealing() {
         let sim = Simulator(seed: simulationSeed(77, "partition"))
-        sim.startWarmCluster(count: 20) { $0.pushPullIntervalMs = 5_000; $0.reapAfterMs = 600_000 }
+        sim.startWarmCluster(count: 20) { $0.pushPullIntervalMs = 5_000; $0.reconnectTimeoutMs = 600_000 }
         for i in 15..<20 { sim.partitionGroup[i] = 1 }
         sim.run(untilMs: 60_000)
         #expect(sim.node(0).member(named: "n19")?.state == .dead)
