@@ -195,6 +195,16 @@ final class AgentGossip {
             logger.info("serf: EventMemberUpdate: \(m.name)")
         case .reap(let m):
             logger.info("serf: EventMemberReap: \(m.name)")
+        case .user(let name, _, let ltime, _):
+            // The core delivers user events; /v1/event and event handlers are not wired yet.
+            logger.info("serf: EventUserEvent: \(name)", metadata: ["ltime": "\(ltime)"])
+            return
+        case .query(_, _, let name, _, _):
+            // Queries (keyring rotation, event handlers) are not answered by the agent yet.
+            logger.debug("serf: query received, not answered", metadata: ["name": "\(name)"])
+            return
+        case .queryResponse, .queryAck, .queryDone:
+            return
         }
         if pool == "lan" { refreshServers() }
     }

@@ -66,7 +66,7 @@ public final class GossipPool {
     private var inbound: [ObjectIdentifier: TCPConnection] = [:]
     private var closed = false
     /// Members hidden by `force-leave -prune` until they rejoin or the core reaps them (the
-    /// core has no input to forget a member before `reapAfterMs`).
+    /// core has no input to forget a member before its reap timeout).
     private var pruned: Set<String> = []
     private var suppressEventsFor: String?
     private var lastDecryptLogMs: [String: UInt64] = [:]
@@ -303,7 +303,7 @@ public final class GossipPool {
             if m.name == suppressEventsFor { return }
         case .reap(let m):
             pruned.remove(m.name)
-        case .failed, .update:
+        case .failed, .update, .user, .query, .queryResponse, .queryAck, .queryDone:
             break
         }
         onEvent?(event)
