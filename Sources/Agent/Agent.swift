@@ -110,6 +110,7 @@ public final class Agent: @unchecked Sendable {
         let api = HTTPAPI(config: config, nodeID: nodeID, loop: loop, log: log, logger: Logger(label: "agent.http"),
                           requestLeave: { [weak self] in self?.leaveSoon() })
         api.gossip = gossip
+        gossip.onUserEvent = { [weak api] in api?.blocking.notifyUserEvent() }
         self.api = api
         if config.ports.http >= 0 {
             var httpConfig = HTTPServerConfig()

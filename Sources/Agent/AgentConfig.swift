@@ -41,6 +41,8 @@ public struct AgentConfig: Sendable, Equatable {
     /// `-encrypt` / `encrypt`: base64 gossip key. The keyring in `<data-dir>/serf/local.keyring`
     /// wins once it exists (as in Consul).
     public var encryptKey: String?
+    /// `-event-handler` / `event_handlers`: Serf-style `[filter=]script` specs.
+    public var eventHandlers: [String] = []
     /// Consul's `kv_max_value_size`: larger PUT bodies get 413.
     public var kvMaxValueSizeBytes = 512 * 1024
     /// Consul's `http_config.max_header_bytes` is Go's 1 MiB default; we keep headers small.
@@ -63,6 +65,7 @@ public struct AgentConfig: Sendable, Equatable {
     public static let validLogLevels = ["trace", "debug", "info", "warn", "error"]
 
     public func validate() throws(AgentConfigError) {
+        for spec in eventHandlers { _ = try EventHandlerSpec.parse(spec) }
         if !dev && (dataDir ?? "").isEmpty {
             throw .invalid("data_dir cannot be empty (set -data-dir, or use -dev)")
         }
@@ -127,6 +130,11 @@ public struct AgentConfig: Sendable, Equatable {
             case "kv_max_value_size": kvMaxValueSizeBytes = try int(key, value)
             case "advertise_addr": advertiseAddr = try string(key, value)
             case "encrypt": encryptKey = try string(key, value)
+            case "event_handlers":
+                guard let list = value as? [Any] else { throw .invalid("\(source): event_handlers must be a list of strings") }
+                var specs: [String] = []
+                for item in list { specs.append(try string(key, item)) }
+                eventHandlers = specs
             case "rejoin_after_leave": rejoinAfterLeave = try bool(key, value)
             case "retry_interval":
                 let text = try string(key, value)

@@ -36,6 +36,13 @@ final class AgentGossip {
     private var leaveStarted = false
     /// Runs on the loop thread whenever the live-server set changes.
     var onServersChanged: (([KnownServer]) -> Void)?
+    /// User events received (and passing their filters), oldest first; /v1/event/list.
+    private(set) var userEvents = RecentUserEvents()
+    /// Runs on the loop thread after a user event was recorded (wakes blocking lists).
+    var onUserEvent: (() -> Void)?
+    private let handlers: [EventHandlerSpec]
+    private let handlerRunner: EventHandlerRunner?
+    private var ownTags: [String: String] = [:]
 
     init(loop: Loop, config: AgentConfig, nodeID: String, dataDir: String) throws {
         self.loop = loop
@@ -59,6 +66,9 @@ final class AgentGossip {
             if config.bootstrap { tags["bootstrap"] = "1" }
             if config.bootstrapExpect > 0 { tags["expect"] = String(config.bootstrapExpect) }
         }
+        handlers = try config.eventHandlers.map { spec throws(AgentConfigError) in try EventHandlerSpec.parse(spec) }
+        handlerRunner = handlers.isEmpty ? nil : EventHandlerRunner()
+        ownTags = tags
         if config.ports.serfLAN >= 0 {
             let name = config.nodeName
             do {
@@ -195,18 +205,81 @@ final class AgentGossip {
             logger.info("serf: EventMemberUpdate: \(m.name)")
         case .reap(let m):
             logger.info("serf: EventMemberReap: \(m.name)")
-        case .user(let name, _, let ltime, _):
-            // The core delivers user events; /v1/event and event handlers are not wired yet.
-            logger.info("serf: EventUserEvent: \(name)", metadata: ["ltime": "\(ltime)"])
+        case let .user(name, payload, ltime, _):
+            guard pool == "lan" else { return }
+            guard let event = UserEvent(name: name, envelope: payload, ltime: ltime) else {
+                logger.warning("serf: dropping a malformed user event", metadata: ["name": "\(name)"])
+                return
+            }
+            guard event.matches(nodeName: config.nodeName) else { return }
+            logger.info("agent: Received user event", metadata: ["name": "\(name)", "id": "\(event.id)", "ltime": "\(ltime)"])
+            userEvents.append(event)
+            onUserEvent?()
+            runHandlers(event: "user", name: name, stdin: event.payload,
+                        extra: ["SERF_USER_EVENT": name, "SERF_USER_LTIME": String(ltime)])
             return
-        case .query(_, _, let name, _, _):
-            // Queries (keyring rotation, event handlers) are not answered by the agent yet.
-            logger.debug("serf: query received, not answered", metadata: ["name": "\(name)"])
+        case let .query(id, _, name, payload, ltime):
+            guard pool == "lan" else { return }
+            runHandlers(event: "query", name: name, stdin: payload,
+                        extra: ["SERF_QUERY_NAME": name, "SERF_QUERY_LTIME": String(ltime)], query: id)
             return
         case .queryResponse, .queryAck, .queryDone:
             return
         }
+        if pool == "lan" { runMemberHandlers(event) }
         if pool == "lan" { refreshServers() }
+    }
+
+    // MARK: User events and handlers
+
+    /// Gossips a Consul user event through the LAN pool.
+    func fire(_ event: UserEvent) throws {
+        guard let lan else { throw AgentError.startup("gossip is disabled (-serf-lan-port -1): cannot fire events") }
+        try lan.fireUserEvent(name: event.name, payload: event.envelope())
+    }
+
+    private func runMemberHandlers(_ event: MembershipEvent) {
+        let kind: String
+        let member: Member
+        switch event {
+        case .join(let m): kind = "member-join"; member = m
+        case .leave(let m): kind = "member-leave"; member = m
+        case .failed(let m): kind = "member-failed"; member = m
+        case .update(let m): kind = "member-update"; member = m
+        case .reap(let m): kind = "member-reap"; member = m
+        default: return
+        }
+        // Serf's stdin for member events: name, address, role, tags (k=v,…), tab-separated.
+        let tags = member.tags.keys.sorted().map { "\($0)=\(member.tags[$0]!)" }.joined(separator: ",")
+        let line = "\(member.name)\t\(Self.host(of: member.address))\t\(member.tags["role"] ?? "")\t\(tags)\n"
+        runHandlers(event: kind, name: nil, stdin: Array(line.utf8), extra: [:])
+    }
+
+    private func runHandlers(event: String, name: String?, stdin: [UInt8], extra: [String: String], query: QueryID? = nil) {
+        guard let handlerRunner else { return }
+        var environment = extra
+        environment["SERF_EVENT"] = event
+        environment["SERF_SELF_NAME"] = config.nodeName
+        environment["SERF_SELF_ROLE"] = ownTags["role"] ?? ""
+        for (key, value) in ownTags { environment["SERF_TAG_" + key.uppercased()] = value }
+        let bound = LoopBound(self, loop: loop)
+        for spec in handlers where spec.matches(event: event, name: name) {
+            let invocation = HandlerInvocation(script: spec.script, environment: environment, stdin: stdin,
+                                               timeoutSeconds: query == nil ? 60 : 5)
+            guard let query else {
+                handlerRunner.run(invocation)
+                continue
+            }
+            // A query's answer is what the script printed (Serf: the first handler's output).
+            handlerRunner.run(invocation) { output in
+                guard let output, !output.isEmpty else { return }
+                bound.loop.execute {
+                    do { try bound.value.lan?.respond(to: query, payload: output) } catch {
+                        bound.value.lanLogger.debug("serf: query answer not sent", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+        }
     }
 
     private func refreshServers() {

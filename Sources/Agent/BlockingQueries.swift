@@ -5,6 +5,7 @@ import EventLoop
 enum WatchScope {
     case key(String)
     case prefix(String)   // "" watches everything
+    case userEvents       // /v1/event/list
 }
 
 /// Loop-confined. Bounded: past `maxWatchers`, a query answers at once instead of parking.
@@ -21,6 +22,7 @@ final class BlockingQueries {
     private var watchers: [UInt64: Watcher] = [:]
     private var byKey: [String: Set<UInt64>] = [:]
     private var byPrefix: [String: Set<UInt64>] = [:]
+    private var userEventWatchers = Set<UInt64>()
 
     init(loop: Loop, maxWatchers: Int = 65_536) {
         self.loop = loop
@@ -41,6 +43,7 @@ final class BlockingQueries {
         switch scope {
         case .key(let key): byKey[key, default: []].insert(id)
         case .prefix(let prefix): byPrefix[prefix, default: []].insert(id)
+        case .userEvents: userEventWatchers.insert(id)
         }
         return true
     }
@@ -65,6 +68,11 @@ final class BlockingQueries {
         for id in woken { fire(id) }
     }
 
+    /// Wakes every /v1/event/list watcher (a user event arrived).
+    func notifyUserEvent() {
+        for id in userEventWatchers { fire(id) }
+    }
+
     /// Keys with a given prefix sort together, starting at the first key >= prefix.
     static func anyKey(in sorted: [[UInt8]], hasPrefix prefix: [UInt8]) -> Bool {
         var low = 0, high = sorted.count
@@ -85,6 +93,8 @@ final class BlockingQueries {
         case .prefix(let prefix):
             byPrefix[prefix]?.remove(id)
             if byPrefix[prefix]?.isEmpty == true { byPrefix.removeValue(forKey: prefix) }
+        case .userEvents:
+            userEventWatchers.remove(id)
         }
         watcher.wake()
     }

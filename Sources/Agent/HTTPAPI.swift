@@ -46,6 +46,8 @@ final class HTTPAPI {
             handleKV(responder)
         } else if path.hasPrefix("/v1/status/") {
             handleStatus(responder)
+        } else if path.hasPrefix("/v1/event/") {
+            handleEvent(responder)
         } else if path.hasPrefix("/v1/agent/") {
             handleAgent(responder)
         } else if path == "/" || path == "/ui" || path.hasPrefix("/ui/") {
@@ -113,6 +115,7 @@ final class HTTPAPI {
     /// N yet, parks it until something does or the wait ends (Consul: default 5 minutes,
     /// at most 10, plus up to wait/16 of jitter so watchers do not all wake together).
     func blockingRead(_ responder: HTTPResponder, _ options: QueryOptions, scope: WatchScope,
+                      changed: @escaping (_ current: UInt64, _ client: UInt64) -> Bool = { $0 > $1 },
                       run: @escaping () -> (index: UInt64, response: HTTPResponse)) {
         var wait = options.waitMilliseconds == 0 ? Self.defaultWaitMilliseconds : options.waitMilliseconds
         wait = min(wait, Self.maxWaitMilliseconds)
@@ -123,7 +126,7 @@ final class HTTPAPI {
         func attempt() {
             let result = run()
             let now = loop.nowMilliseconds
-            if options.minIndex == 0 || result.index > options.minIndex || now >= deadline || responder.isCancelled {
+            if options.minIndex == 0 || changed(result.index, options.minIndex) || now >= deadline || responder.isCancelled {
                 respond(result)
                 return
             }

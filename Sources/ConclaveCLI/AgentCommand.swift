@@ -24,6 +24,7 @@ enum AgentCommand {
         flags.stringList("join", "Address of an agent to join at start time. Can be specified multiple times.")
         flags.stringList("retry-join", "Address of an agent to join at start time with retries enabled. Can be specified multiple times.")
         flags.string("retry-interval", "Time to wait between join attempts (default 30s).")
+        flags.stringList("event-handler", "Script to run on events, as Serf: [type[,type]=]script with types member-join, member-leave, member-failed, member-update, member-reap, user[:name], query[:name]. Can be specified multiple times.")
         flags.bool("rejoin", "Ignores a previous leave and attempts to rejoin the cluster.")
         flags.string("encrypt", "Provides the gossip encryption key.")
         flags.int("bootstrap-expect", "Sets server to expect bootstrap mode.")
@@ -53,6 +54,7 @@ enum AgentCommand {
         if let v = flags.string("advertise") { config.advertiseAddr = v }
         if flags.isSet("join") { config.startJoin += flags.list("join") }
         if flags.isSet("retry-join") { config.retryJoin += flags.list("retry-join") }
+        if flags.isSet("event-handler") { config.eventHandlers += flags.list("event-handler") }
         if let v = flags.string("retry-interval") {
             guard let nanos = GoDuration.nanoseconds(v), nanos >= 1_000_000 else {
                 throw FlagError(description: "invalid value \"\(v)\" for flag -retry-interval: not a duration")

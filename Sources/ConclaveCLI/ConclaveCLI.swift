@@ -11,6 +11,7 @@ public enum ConclaveCLI {
 
     static let commands: [(name: String, synopsis: String)] = [
         ("agent", "Runs a Conclave agent"),
+        ("event", "Fire a new event"),
         ("force-leave", "Forces a member of the cluster to enter the \"left\" state"),
         ("join", "Tell Conclave agent to join cluster"),
         ("keygen", "Generates a new encryption key"),
@@ -34,6 +35,7 @@ public enum ConclaveCLI {
         case "join": return JoinCommand.run(rest)
         case "force-leave": return ForceLeaveCommand.run(rest)
         case "keygen": return KeygenCommand.run(rest)
+        case "event": return EventCommand.run(rest)
         case "version", "-version", "--version", "-v":
             print("Conclave v\(ConclaveVersion.version)")
             print("Revision \(ConclaveVersion.revision)")

@@ -260,6 +260,32 @@ public final class GossipPool {
         inbound = [:]
     }
 
+    // MARK: Serf: user events and queries
+
+    /// Gossips a user event to the pool (we receive it too, as in Serf).
+    public func fireUserEvent(name: String, payload: [UInt8], coalesce: Bool = true) throws(GossipError) {
+        loop.assertInLoopThread()
+        try memberlist.fireUserEvent(name: name, payload: payload, coalesce: coalesce, nowMs: now)
+        performEffects()
+    }
+
+    /// Starts a query; responses arrive as `.queryResponse` events, then `.queryDone`.
+    public func query(name: String, payload: [UInt8], timeoutMs: Int64? = nil, filterNodes: [String] = [],
+                      requestAck: Bool = false) throws(GossipError) -> QueryID {
+        loop.assertInLoopThread()
+        let id = try memberlist.query(name: name, payload: payload, timeoutMs: timeoutMs, filterNodes: filterNodes,
+                                      requestAck: requestAck, nowMs: now)
+        performEffects()
+        return id
+    }
+
+    /// Answers a query this member received.
+    public func respond(to query: QueryID, payload: [UInt8]) throws(GossipError) {
+        loop.assertInLoopThread()
+        try memberlist.respond(to: query, payload: payload, nowMs: now)
+        performEffects()
+    }
+
     // MARK: Driving the core
 
     private var now: Int64 { Int64(loop.nowMilliseconds) }
