@@ -30,7 +30,7 @@ final class AgentGossip {
     private(set) var wan: GossipPool?
     private let lanLogger: Logger
     private let wanLogger: Logger
-    private let agentLogger = Logger(label: "agent")
+    let agentLogger = Logger(label: "agent")
     private var retryTimer: LoopTimer?
     private var knownServers: [String: KnownServer] = [:]
     private var leaveStarted = false
@@ -43,10 +43,14 @@ final class AgentGossip {
     private let handlers: [EventHandlerSpec]
     private let handlerRunner: EventHandlerRunner?
     private var ownTags: [String: String] = [:]
+    let dataDir: String
+    /// Keyring queries this agent asked, collecting answers until their deadline.
+    var keyringQueries: [QueryID: KeyringCollection] = [:]
 
     init(loop: Loop, config: AgentConfig, nodeID: String, dataDir: String) throws {
         self.loop = loop
         self.config = config
+        self.dataDir = dataDir
         let role = config.server ? "server" : "client"
         lanLogger = Logger(label: "agent.\(role).serf.lan")
         wanLogger = Logger(label: "agent.\(role).serf.wan")
@@ -220,10 +224,26 @@ final class AgentGossip {
             return
         case let .query(id, _, name, payload, ltime):
             guard pool == "lan" else { return }
+            if KeyringOperation.isInternal(queryName: name) {
+                answerKeyringQuery(id, name: name, payload: payload)
+                return
+            }
             runHandlers(event: "query", name: name, stdin: payload,
                         extra: ["SERF_QUERY_NAME": name, "SERF_QUERY_LTIME": String(ltime)], query: id)
             return
-        case .queryResponse, .queryAck, .queryDone:
+        case let .queryResponse(id, from, payload):
+            guard let collection = keyringQueries[id] else { return }
+            collection.answers[from] = KeyringAnswer(decoding: payload)
+            // Every member alive when we asked has answered: no need to wait for the deadline.
+            if collection.answers.count >= collection.numNodes {
+                keyringQueries.removeValue(forKey: id)
+                collection.completion(collection.result())
+            }
+            return
+        case let .queryDone(id):
+            if let collection = keyringQueries.removeValue(forKey: id) { collection.completion(collection.result()) }
+            return
+        case .queryAck:
             return
         }
         if pool == "lan" { runMemberHandlers(event) }
@@ -359,10 +379,7 @@ final class AgentGossip {
             throw AgentError.startup("Failed to configure keyring: \(error)")
         }
         do {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let data = try JSONSerialization.data(withJSONObject: keyring.base64Keys)
-            try data.write(to: URL(fileURLWithPath: path), options: .atomic)
-            chmod(path, 0o600)
+            try saveKeyring(keyring, dataDir: dataDir)
         } catch {
             throw AgentError.startup("cannot write \(path): \(error.localizedDescription)")
         }

@@ -46,6 +46,8 @@ final class HTTPAPI {
             handleKV(responder)
         } else if path.hasPrefix("/v1/status/") {
             handleStatus(responder)
+        } else if path == "/v1/operator/keyring" {
+            handleOperatorKeyring(responder)
         } else if path.hasPrefix("/v1/event/") {
             handleEvent(responder)
         } else if path.hasPrefix("/v1/agent/") {

@@ -15,6 +15,7 @@ public enum ConclaveCLI {
         ("force-leave", "Forces a member of the cluster to enter the \"left\" state"),
         ("join", "Tell Conclave agent to join cluster"),
         ("keygen", "Generates a new encryption key"),
+        ("keyring", "Manages gossip layer encryption keys"),
         ("kv", "Interact with the key-value store"),
         ("leave", "Gracefully leaves the cluster and shuts down the agent"),
         ("members", "Lists the members of a Conclave cluster"),
@@ -35,6 +36,7 @@ public enum ConclaveCLI {
         case "join": return JoinCommand.run(rest)
         case "force-leave": return ForceLeaveCommand.run(rest)
         case "keygen": return KeygenCommand.run(rest)
+        case "keyring": return KeyringCommand.run(rest)
         case "event": return EventCommand.run(rest)
         case "version", "-version", "--version", "-v":
             print("Conclave v\(ConclaveVersion.version)")

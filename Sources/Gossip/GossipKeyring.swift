@@ -8,8 +8,12 @@ public enum GossipKeyringError: Error, Equatable, Sendable, CustomStringConverti
     case invalidBase64(String)
     case invalidKeyLength(Int)
     case empty
+    case keyNotInstalled
+    case removingPrimary
     public var description: String {
         switch self {
+        case .keyNotInstalled: "Requested key is not in the keyring"
+        case .removingPrimary: "Removing the primary key is not allowed"
         case .invalidBase64: "gossip encryption key is not valid base64"
         case .invalidKeyLength(let n): "gossip encryption key must be 16, 24 or 32 bytes, got \(n)"
         case .empty: "keyring has no keys"
@@ -30,13 +34,43 @@ public struct GossipKeyring: Sendable {
 
     public init(base64Keys: [String]) throws(GossipKeyringError) {
         var keys: [[UInt8]] = []
-        for text in base64Keys {
-            guard let data = Data(base64Encoded: text) else { throw .invalidBase64(text) }
-            guard [16, 24, 32].contains(data.count) else { throw .invalidKeyLength(data.count) }
-            keys.append(Array(data))
-        }
+        for text in base64Keys { keys.append(try Self.decode(text)) }
         if keys.isEmpty { throw .empty }
         keyBytes = keys
+    }
+
+    // Rotation (Consul's `keyring -install / -use / -remove`): install a new key everywhere,
+    // make it primary everywhere, then remove the old one. Every key still decrypts, so
+    // members that have not switched yet are understood throughout.
+
+    /// Adds a key (as a secondary); installing a key twice changes nothing.
+    public func installing(base64Key: String) throws(GossipKeyringError) -> GossipKeyring {
+        let key = try Self.decode(base64Key)
+        if keyBytes.contains(key) { return self }
+        return GossipKeyring(keyBytes: keyBytes + [key])
+    }
+
+    /// Makes an installed key the one that encrypts.
+    public func using(base64Key: String) throws(GossipKeyringError) -> GossipKeyring {
+        let key = try Self.decode(base64Key)
+        guard keyBytes.contains(key) else { throw .keyNotInstalled }
+        return GossipKeyring(keyBytes: [key] + keyBytes.filter { $0 != key })
+    }
+
+    /// Drops a secondary key.
+    public func removing(base64Key: String) throws(GossipKeyringError) -> GossipKeyring {
+        let key = try Self.decode(base64Key)
+        guard keyBytes.contains(key) else { throw .keyNotInstalled }
+        guard keyBytes[0] != key else { throw .removingPrimary }
+        return GossipKeyring(keyBytes: keyBytes.filter { $0 != key })
+    }
+
+    private init(keyBytes: [[UInt8]]) { self.keyBytes = keyBytes }
+
+    private static func decode(_ text: String) throws(GossipKeyringError) -> [UInt8] {
+        guard let data = Data(base64Encoded: text) else { throw .invalidBase64(text) }
+        guard [16, 24, 32].contains(data.count) else { throw .invalidKeyLength(data.count) }
+        return Array(data)
     }
 
     /// The keys as Consul writes them in `serf/local.keyring`.

@@ -57,7 +57,8 @@ public final class GossipPool {
     public let port: Int
     private let memberlist: Memberlist
     private let transport: GossipTransportConfig
-    private let keyring: GossipKeyring?
+    /// Replaced during key rotation; nil when gossip is not encrypted.
+    public private(set) var keyring: GossipKeyring?
     private let logger: Logger
     private var udp: UDPSocket?
     private var listener: TCPListener?
@@ -260,6 +261,13 @@ public final class GossipPool {
         inbound = [:]
     }
 
+    /// Swaps the keyring (rotation). Encryption cannot be switched on or off this way.
+    public func replaceKeyring(_ new: GossipKeyring) {
+        loop.assertInLoopThread()
+        guard keyring != nil else { return }
+        keyring = new
+    }
+
     // MARK: Serf: user events and queries
 
     /// Gossips a user event to the pool (we receive it too, as in Serf).
@@ -270,13 +278,15 @@ public final class GossipPool {
     }
 
     /// Starts a query; responses arrive as `.queryResponse` events, then `.queryDone`.
+    /// `started` gets the query's ID before any of its effects run: we answer our own
+    /// query at once, so whoever collects the answers must know the ID by then.
     public func query(name: String, payload: [UInt8], timeoutMs: Int64? = nil, filterNodes: [String] = [],
-                      requestAck: Bool = false) throws(GossipError) -> QueryID {
+                      requestAck: Bool = false, started: (QueryID) -> Void) throws(GossipError) {
         loop.assertInLoopThread()
         let id = try memberlist.query(name: name, payload: payload, timeoutMs: timeoutMs, filterNodes: filterNodes,
                                       requestAck: requestAck, nowMs: now)
+        started(id)
         performEffects()
-        return id
     }
 
     /// Answers a query this member received.
