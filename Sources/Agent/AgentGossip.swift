@@ -209,6 +209,10 @@ final class AgentGossip {
             logger.info("serf: EventMemberUpdate: \(m.name)")
         case .reap(let m):
             logger.info("serf: EventMemberReap: \(m.name)")
+        case let .conflict(existing, claimedBy):
+            logger.error("serf: Name conflict: both addresses claim this node name; the newcomer is refused (node names must be unique)",
+                         metadata: ["node": "\(existing.name)", "holder": "\(existing.address)", "claimant": "\(claimedBy)"])
+            return
         case let .user(name, payload, ltime, _):
             guard pool == "lan" else { return }
             guard let event = UserEvent(name: name, envelope: payload, ltime: ltime) else {

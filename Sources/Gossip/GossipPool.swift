@@ -339,7 +339,7 @@ public final class GossipPool {
             if m.name == suppressEventsFor { return }
         case .reap(let m):
             pruned.remove(m.name)
-        case .failed, .update, .user, .query, .queryResponse, .queryAck, .queryDone:
+        case .failed, .update, .conflict, .user, .query, .queryResponse, .queryAck, .queryDone:
             break
         }
         onEvent?(event)

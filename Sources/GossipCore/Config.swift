@@ -35,6 +35,9 @@ public struct GossipConfig: Sendable, Equatable {
     public var reconnectTimeoutMs: Int64
     /// A member that left is forgotten (event `reap`) this long after it left (Serf TombstoneTimeout, 24 h).
     public var tombstoneTimeoutMs: Int64
+    /// After a member has been dead this long, another address may claim its name (memberlist
+    /// DeadNodeReclaimTime; Consul sets 30 s so a node can come back with a new IP). 0 = never.
+    public var deadNodeReclaimTimeMs: Int64 = 30_000
 
     // Serf layer: user events and queries (serf config.go).
     /// Recent Lamport times remembered to de-duplicate user events; older events are ignored (Serf EventBuffer).
@@ -119,6 +122,7 @@ public struct GossipConfig: Sendable, Equatable {
         if name.isEmpty || name.utf8.count > WireLimits.maxStringBytes { throw bad("name", "must be 1...\(WireLimits.maxStringBytes) bytes") }
         if address.isEmpty || address.utf8.count > WireLimits.maxStringBytes { throw bad("address", "must be 1...\(WireLimits.maxStringBytes) bytes") }
         if probeIntervalMs <= 0 { throw bad("probeIntervalMs", "must be > 0") }
+        if deadNodeReclaimTimeMs < 0 { throw bad("deadNodeReclaimTimeMs", "must be >= 0 (0 = never)") }
         if probeTimeoutMs <= 0 || probeTimeoutMs > probeIntervalMs { throw bad("probeTimeoutMs", "must be in 1...probeIntervalMs") }
         if indirectChecks < 0 || indirectChecks > 16 { throw bad("indirectChecks", "must be in 0...16") }
         if suspicionMult < 1 { throw bad("suspicionMult", "must be >= 1") }

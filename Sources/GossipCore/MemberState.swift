@@ -23,6 +23,15 @@ extension Memberlist {
             return
         }
         let old = memberList[i]
+        // Names are unique in a pool: a different address may take over a name only once its
+        // holder has left, or has been dead for deadNodeReclaimTimeMs (memberlist's rule).
+        let reclaimable = old.state == .left
+            || (old.state == .dead && config.deadNodeReclaimTimeMs > 0 && nowMs - old.stateChangeMs >= config.deadNodeReclaimTimeMs)
+        if address != old.address && !reclaimable {
+            stats.nameConflicts += 1
+            effects.append(.event(.conflict(existing: old, claimedBy: address)))
+            return
+        }
         if inc <= old.incarnation { return }
         suspicions[node] = nil
         memberList[i].incarnation = inc

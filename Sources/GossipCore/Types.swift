@@ -27,6 +27,9 @@ public enum MembershipEvent: Sendable, Equatable {
     case update(Member)
     /// A failed member was forgotten after `reconnectTimeoutMs`, a left one after `tombstoneTimeoutMs`.
     case reap(Member)
+    /// Another address claims the name of a member we know (not left): the claim is refused,
+    /// since names are unique in a pool (memberlist's "conflicting address").
+    case conflict(existing: Member, claimedBy: String)
 
     // Serf layer (serf event.go): delivered once per member.
     /// A user event (ours included), once per (ltime, name, payload).
@@ -78,6 +81,8 @@ public struct GossipStats: Sendable, Equatable {
     public var decodeErrors = 0
     /// Alive messages ignored because their tags exceed `maxTagsBytes`.
     public var rejectedUpdates = 0
+    /// Alive messages refused because another address already holds the name.
+    public var nameConflicts = 0
     public var droppedRelays = 0
     public var droppedStreams = 0
     /// User events / queries ignored because they are older than the buffer window.
