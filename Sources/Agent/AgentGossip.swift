@@ -33,7 +33,7 @@ final class AgentGossip {
     let agentLogger = Logger(label: "agent")
     private var retryTimer: LoopTimer?
     private var knownServers: [String: KnownServer] = [:]
-    private var leaveStarted = false
+    private(set) var leaveStarted = false
     /// Runs on the loop thread whenever the live-server set changes.
     var onServersChanged: (([KnownServer]) -> Void)?
     /// User events received (and passing their filters), oldest first; /v1/event/list.
@@ -44,6 +44,8 @@ final class AgentGossip {
     private let handlerRunner: EventHandlerRunner?
     private var ownTags: [String: String] = [:]
     let dataDir: String
+    static let snapshotIntervalMs: UInt64 = 1_000
+    var snapshotWritePending = false
     /// Keyring queries this agent asked, collecting answers until their deadline.
     var keyringQueries: [QueryID: KeyringCollection] = [:]
 
@@ -116,6 +118,7 @@ final class AgentGossip {
     /// -retry-join until one succeeds (every `retryIntervalMs`). (-join runs from
     /// `Agent.start`, which fails when it does, as in Consul.)
     func startRetryJoin() {
+        rejoinFromSnapshot()
         if !config.retryJoin.isEmpty { retryJoin() }
     }
 
@@ -173,6 +176,7 @@ final class AgentGossip {
         // The HTTP leave waits for this, then stops the agent, which asks again: once is enough.
         if leaveStarted { completion(); return }
         leaveStarted = true
+        writeSnapshot(left: true)
         var pending = 0
         let pools = [lan, wan].compactMap { $0 }
         if pools.isEmpty { completion(); return }
@@ -250,7 +254,10 @@ final class AgentGossip {
         case .queryAck:
             return
         }
-        if pool == "lan" { runMemberHandlers(event) }
+        if pool == "lan" {
+            runMemberHandlers(event)
+            snapshotMembersSoon()
+        }
         if pool == "lan" { refreshServers() }
     }
 
