@@ -38,6 +38,11 @@ public struct AgentConfig: Sendable, Equatable {
     /// `-rejoin` / `rejoin_after_leave`: accepted. We keep no member snapshot across
     /// restarts yet, so there is nothing to rejoin from beyond -join/-retry-join.
     public var rejoinAfterLeave = false
+    /// Consul's `reconnect_timeout` / `reconnect_timeout_wan`: how long a failed member is
+    /// kept (and probed) before it is reaped. Consul's default 72h, minimum 8h.
+    public var reconnectTimeoutMs: Int64 = 72 * 3_600_000
+    public var reconnectTimeoutWANMs: Int64 = 72 * 3_600_000
+    public static let minReconnectTimeoutMs: Int64 = 8 * 3_600_000
     /// `-encrypt` / `encrypt`: base64 gossip key. The keyring in `<data-dir>/serf/local.keyring`
     /// wins once it exists (as in Consul).
     public var encryptKey: String?
@@ -66,6 +71,9 @@ public struct AgentConfig: Sendable, Equatable {
 
     public func validate() throws(AgentConfigError) {
         for spec in eventHandlers { _ = try EventHandlerSpec.parse(spec) }
+        if reconnectTimeoutMs < Self.minReconnectTimeoutMs || reconnectTimeoutWANMs < Self.minReconnectTimeoutMs {
+            throw .invalid("reconnect_timeout and reconnect_timeout_wan must be >= 8h")
+        }
         if !dev && (dataDir ?? "").isEmpty {
             throw .invalid("data_dir cannot be empty (set -data-dir, or use -dev)")
         }
@@ -136,6 +144,12 @@ public struct AgentConfig: Sendable, Equatable {
                 for item in list { specs.append(try string(key, item)) }
                 eventHandlers = specs
             case "rejoin_after_leave": rejoinAfterLeave = try bool(key, value)
+            case "reconnect_timeout", "reconnect_timeout_wan":
+                let text = try string(key, value)
+                guard let nanos = GoDuration.nanoseconds(text) else {
+                    throw .invalid("\(source): \(key) must be a duration such as \"72h\", got \"\(text)\"")
+                }
+                if key == "reconnect_timeout" { reconnectTimeoutMs = Int64(nanos / 1_000_000) } else { reconnectTimeoutWANMs = Int64(nanos / 1_000_000) }
             case "retry_interval":
                 let text = try string(key, value)
                 guard let nanos = GoDuration.nanoseconds(text), nanos >= 1_000_000 else {

@@ -75,12 +75,15 @@ final class AgentGossip {
         handlers = try config.eventHandlers.map { spec throws(AgentConfigError) in try EventHandlerSpec.parse(spec) }
         handlerRunner = handlers.isEmpty ? nil : EventHandlerRunner()
         ownTags = tags
+        let reconnectLAN = config.reconnectTimeoutMs, reconnectWAN = config.reconnectTimeoutWANMs
         if config.ports.serfLAN >= 0 {
             let name = config.nodeName
             do {
                 let pool = try GossipPool(loop: loop, label: "lan", bindHost: bindHost, advertiseHost: advertise, port: config.ports.serfLAN,
                                           tags: tags, keyring: keyring, logger: lanLogger) { address in
-                    GossipConfig.lan(name: name, address: address, randomSeed: UInt64.random(in: 0...UInt64.max))
+                    var gossipConfig = GossipConfig.lan(name: name, address: address, randomSeed: UInt64.random(in: 0...UInt64.max))
+                    gossipConfig.reconnectTimeoutMs = reconnectLAN
+                    return gossipConfig
                 }
                 lan = pool
                 pool.onEvent = { [weak self] event in self?.memberEvent(event, pool: "lan") }
@@ -94,7 +97,9 @@ final class AgentGossip {
             do {
                 let pool = try GossipPool(loop: loop, label: "wan", bindHost: bindHost, advertiseHost: advertise, port: config.ports.serfWAN,
                                           tags: tags, keyring: keyring, logger: wanLogger) { address in
-                    GossipConfig.wan(name: name, address: address, randomSeed: UInt64.random(in: 0...UInt64.max))
+                    var gossipConfig = GossipConfig.wan(name: name, address: address, randomSeed: UInt64.random(in: 0...UInt64.max))
+                    gossipConfig.reconnectTimeoutMs = reconnectWAN
+                    return gossipConfig
                 }
                 wan = pool
                 pool.onEvent = { [weak self] event in self?.memberEvent(event, pool: "wan") }

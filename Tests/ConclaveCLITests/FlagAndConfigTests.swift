@@ -118,3 +118,19 @@ struct FlagAndConfigTests {
         #expect(URLText.kvPath("a b/c?d", query: ["recurse"]) == "/v1/kv/a%20b/c%3Fd?recurse")
     }
 }
+
+@Suite("Reconnect timeout")
+struct ReconnectTimeoutConfigTests {
+    @Test func reconnectTimeoutsComeFromTheConfigFileWithConsulsMinimum() throws {
+        let path = NSTemporaryDirectory() + "/conclave-reconnect-\(UUID().uuidString).json"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try #"{"data_dir": "/tmp/x", "server": true, "reconnect_timeout": "12h", "reconnect_timeout_wan": "9h"}"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let config = try AgentCommand.config(from: ["-config-file", path])
+        #expect(config.reconnectTimeoutMs == 12 * 3_600_000)
+        #expect(config.reconnectTimeoutWANMs == 9 * 3_600_000)
+        try #"{"data_dir": "/tmp/x", "server": true, "reconnect_timeout": "1h"}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: AgentConfigError.self) { _ = try AgentCommand.config(from: ["-config-file", path]) }
+        #expect(AgentConfig().reconnectTimeoutMs == 72 * 3_600_000)
+    }
+}
