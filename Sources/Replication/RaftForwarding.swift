@@ -1,0 +1,168 @@
+// Write forwarding: a follower sends a submitted command to the leader over the Raft
+// transport and completes the caller once the leader answers (committed and applied on the
+// leader) or the forward times out. Frames (after the transport's length prefix):
+//   request  0xF0, request id u64, origin server u64, command bytes
+//   response 0xF1, request id u64, index u64, term u64, code u8, text (UTF-8)
+import RaftCore
+import StateStore
+import Storage
+
+struct ForwardingState {
+    var nextRequestID: UInt64 = 1
+    var outstanding: [UInt64: Outstanding] = [:]
+
+    struct Outstanding {
+        var leader: NodeID
+        var deadlineMilliseconds: UInt64
+        var completion: (Result<CommitOutcome, RaftCommitError>) -> Void
+    }
+}
+
+enum ForwardFrame: Equatable {
+    case request(id: UInt64, origin: NodeID, command: [UInt8])
+    case response(id: UInt64, outcome: ForwardOutcome)
+
+    static let requestKind: UInt8 = 0xF0
+    static let responseKind: UInt8 = 0xF1
+
+    func encoded() -> [UInt8] {
+        switch self {
+        case let .request(id, origin, command):
+            return [Self.requestKind] + id.bigEndianBytes + origin.bigEndianBytes + command
+        case let .response(id, outcome):
+            let (index, term, code, text) = outcome.wire
+            return [Self.responseKind] + id.bigEndianBytes + index.bigEndianBytes + term.bigEndianBytes + [code] + Array(text.utf8)
+        }
+    }
+
+    /// Total: any payload gives a frame or nil.
+    static func decode(_ bytes: [UInt8]) -> ForwardFrame? {
+        func u64(_ at: Int) -> UInt64? {
+            guard at + 8 <= bytes.count else { return nil }
+            return UInt64(bigEndianBytes: bytes[at ..< at + 8])
+        }
+        switch bytes.first {
+        case requestKind:
+            guard let id = u64(1), let origin = u64(9) else { return nil }
+            return .request(id: id, origin: origin, command: Array(bytes[17...]))
+        case responseKind:
+            guard let id = u64(1), let index = u64(9), let term = u64(17), bytes.count >= 26 else { return nil }
+            let text = String(decoding: bytes[26...], as: UTF8.self)
+            guard let outcome = ForwardOutcome(index: index, term: term, code: bytes[25], text: text) else { return nil }
+            return .response(id: id, outcome: outcome)
+        default:
+            return nil
+        }
+    }
+}
+
+/// The leader's answer to a forwarded write.
+enum ForwardOutcome: Equatable {
+    case committed(CommitOutcome)
+    case failed(RaftCommitError)
+
+    init(_ result: Result<CommitOutcome, RaftCommitError>) {
+        switch result {
+        case let .success(outcome): self = .committed(outcome)
+        case let .failure(error): self = .failed(error)
+        }
+    }
+
+    var result: Result<CommitOutcome, RaftCommitError> {
+        switch self {
+        case let .committed(outcome): return .success(outcome)
+        case let .failed(error): return .failure(error)
+        }
+    }
+
+    var wire: (UInt64, UInt64, UInt8, String) {
+        switch self {
+        case let .committed(outcome):
+            switch outcome.result {
+            case .success(true): return (outcome.index, 0, 0, "")
+            case .success(false): return (outcome.index, 0, 1, "")
+            case let .failed(message): return (outcome.index, 0, 2, message)
+            }
+        case let .failed(error):
+            switch error {
+            case let .notLeader(address): return (0, 0, 10, address ?? "")
+            case let .leadershipLost(index, term): return (index, term, 11, "")
+            case .leadershipTransferInProgress: return (0, 0, 12, "")
+            case let .overloaded(pending, limit): return (UInt64(pending), UInt64(limit), 13, "")
+            case let .tooLarge(bytes, limit): return (UInt64(bytes), UInt64(limit), 14, "")
+            case let .timeout(what): return (0, 0, 15, what)
+            case let .storage(message): return (0, 0, 16, message)
+            case .closed: return (0, 0, 17, "")
+            }
+        }
+    }
+
+    init?(index: UInt64, term: UInt64, code: UInt8, text: String) {
+        func int(_ v: UInt64) -> Int { Int(clamping: v) }
+        switch code {
+        case 0: self = .committed(CommitOutcome(index: index, result: .success(true)))
+        case 1: self = .committed(CommitOutcome(index: index, result: .success(false)))
+        case 2: self = .committed(CommitOutcome(index: index, result: .failed(text)))
+        case 10: self = .failed(.notLeader(leaderAddress: text.isEmpty ? nil : text))
+        case 11: self = .failed(.leadershipLost(index: index, term: term))
+        case 12: self = .failed(.leadershipTransferInProgress)
+        case 13: self = .failed(.overloaded(pending: int(index), limit: int(term)))
+        case 14: self = .failed(.tooLarge(bytes: int(index), limit: int(term)))
+        case 15: self = .failed(.timeout(text))
+        case 16: self = .failed(.storage(text))
+        // The leader is shutting down: to the follower's caller that is a lost leader.
+        case 17: self = .failed(.closed)
+        default: return nil
+        }
+    }
+}
+
+extension RaftReplicator {
+    func forward(_ command: [UInt8], to leader: NodeID,
+                 completion: @escaping (Result<CommitOutcome, RaftCommitError>) -> Void) {
+        guard forwarding.outstanding.count < config.maxOutstandingForwards else {
+            completion(.failure(.overloaded(pending: forwarding.outstanding.count, limit: config.maxOutstandingForwards)))
+            return
+        }
+        let requestID = forwarding.nextRequestID
+        forwarding.nextRequestID += 1
+        forwarding.outstanding[requestID] = ForwardingState.Outstanding(
+            leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.forwardTimeoutMilliseconds,
+            completion: completion)
+        logger.debug("raft: forwarding write to leader", metadata: ["leader": "\(leader)", "request": "\(requestID)"])
+        transport.sendFrame(ForwardFrame.request(id: requestID, origin: id, command: command).encoded(), to: leader)
+    }
+
+    func receiveControlFrame(_ payload: [UInt8]) {
+        guard !closed else { return }
+        switch ForwardFrame.decode(payload) {
+        case let .request(requestID, origin, command):
+            // Never forward again: a leader change in between answers .notLeader instead.
+            submit(command, forwardToLeader: false) { [weak self] result in
+                guard let self, !self.closed else { return }
+                self.transport.sendFrame(ForwardFrame.response(id: requestID, outcome: ForwardOutcome(result)).encoded(),
+                                         to: origin)
+            }
+        case let .response(requestID, outcome):
+            forwarding.outstanding.removeValue(forKey: requestID)?.completion(outcome.result)
+        case nil:
+            logger.warning("raft: undecodable control frame dropped", metadata: ["bytes": "\(payload.count)"])
+        }
+    }
+
+    func expireForwards() {
+        guard !forwarding.outstanding.isEmpty else { return }
+        let now = loop.nowMilliseconds
+        for (requestID, forward) in forwarding.outstanding where forward.deadlineMilliseconds <= now {
+            forwarding.outstanding[requestID] = nil
+            forward.completion(.failure(.timeout(
+                "leader \(forward.leader) did not answer a forwarded write within \(config.forwardTimeoutMilliseconds) ms")))
+        }
+    }
+
+    func failAllForwards() {
+        let outstanding = forwarding.outstanding
+        forwarding.outstanding = [:]
+        for forward in outstanding.values { forward.completion(.failure(.closed)) }
+    }
+}

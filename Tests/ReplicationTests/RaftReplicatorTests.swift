@@ -1,0 +1,148 @@
+// Three RaftReplicators on 127.0.0.1: election, replication of writes to every state store,
+// leader failure, follower catch-up after restart, durability of acknowledged writes, and
+// how followers answer writes.
+import Foundation
+import RaftCore
+@testable import Replication
+import StateStore
+import Testing
+
+@Suite("Raft replicator cluster", .serialized)
+struct RaftReplicatorTests {
+    @Test func threeServersElectExactlyOneLeader() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let terms = try cluster.running.map { s in try s.run { $0.term } }
+        #expect(Set(terms).count == 1)
+        let address = try cluster.servers[1]!.run { $0.leaderAddress }
+        #expect(address == cluster.addresses[leader])
+        #expect(try cluster.servers[leader]!.run { $0.peers } == cluster.addresses)
+    }
+
+    @Test func writesThroughTheLeaderAreAppliedOnAllThree() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let outcomes = try cluster.write(on: leader, prefix: "k", count: 200)
+        #expect(outcomes.acknowledgedKeys.count == 200)
+        let indexes = outcomes.all.compactMap { try? $0.result.get().index }
+        #expect(Set(indexes).count == 200)
+        #expect(outcomes.all.allSatisfy { (try? $0.result.get().result) == .success(true) })
+        let expected = try cluster.contents(leader)
+        #expect(expected.count == 200)
+        for id in [1, 2, 3] as [NodeID] {
+            #expect(try eventually { try cluster.contents(id) == expected }, "server \(id)")
+        }
+    }
+
+    @Test func stoppingTheLeaderElectsAnotherAndWritesContinue() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let first = try #require(try cluster.waitForLeader())
+        #expect(try cluster.write(on: first, prefix: "before", count: 20).acknowledgedKeys.count == 20)
+        try cluster.stop(first)
+        let second = try #require(try cluster.waitForLeader(excluding: first))
+        #expect(second != first)
+        #expect(try cluster.write(on: second, prefix: "after", count: 20).acknowledgedKeys.count == 20)
+        let contents = try cluster.contents(second)
+        #expect(contents.count == 40)
+        let other = try #require(cluster.running.map(\.id).first { $0 != second })
+        #expect(try eventually { try cluster.contents(other) == contents })
+    }
+
+    @Test func stoppedFollowerRestartedFromItsDataDirCatchesUp() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let follower = try #require(([1, 2, 3] as [NodeID]).first { $0 != leader })
+        #expect(try cluster.write(on: leader, prefix: "a", count: 30).acknowledgedKeys.count == 30)
+        #expect(try eventually { try cluster.contents(follower).count == 30 })
+        try cluster.stop(follower)
+        #expect(try cluster.write(on: leader, prefix: "b", count: 50).acknowledgedKeys.count == 50)
+        try cluster.restart(follower)
+        let expected = try cluster.contents(leader)
+        #expect(expected.count == 80)
+        #expect(try eventually { try cluster.contents(follower) == expected })
+        // It recovered term and log rather than starting over.
+        #expect(try cluster.servers[follower]!.run { $0.term } >= 1)
+    }
+
+    @Test func everyAcknowledgedWriteSurvivesALeaderStopUnderConcurrentWrites() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let first = try #require(try cluster.waitForLeader())
+        let outcomes = Outcomes()
+        // 300 writes in flight on the leader when it stops.
+        try cluster.servers[first]!.run { r in
+            for i in 0 ..< 300 {
+                let key = "w\(i)"
+                r.submit(KVCommand.set(key: key, value: [1], flags: 0).encoded(), forwardToLeader: false) { outcomes.add(key, $0) }
+            }
+        }
+        _ = eventually(5) { outcomes.count >= 50 }
+        try cluster.stop(first)
+        // close() answers everything still waiting.
+        #expect(outcomes.count == 300)
+        let second = try #require(try cluster.waitForLeader(excluding: first))
+        #expect(try cluster.write(on: second, prefix: "later", count: 10).acknowledgedKeys.count == 10)
+        let acknowledged = outcomes.acknowledgedKeys
+        #expect(acknowledged.count >= 50)
+        let contents = try cluster.contents(second)
+        let missing = acknowledged.filter { contents[$0] == nil }
+        #expect(missing.isEmpty, "acknowledged but lost: \(missing.prefix(10))")
+    }
+
+    @Test func writeToAFollowerFailsWithTheLeaderAddress() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let follower = try #require(([1, 2, 3] as [NodeID]).first { $0 != leader })
+        let outcomes = try cluster.write(on: follower, prefix: "f", count: 1, forward: false)
+        let result = try #require(outcomes.all.first?.result)
+        #expect(throws: RaftCommitError.notLeader(leaderAddress: cluster.addresses[leader])) { try result.get() }
+    }
+
+    @Test func followerForwardsWritesToTheLeader() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let follower = try #require(([1, 2, 3] as [NodeID]).first { $0 != leader })
+        let outcomes = try cluster.write(on: follower, prefix: "fw", count: 50)
+        #expect(outcomes.acknowledgedKeys.count == 50)
+        #expect(outcomes.all.allSatisfy { (try? $0.result.get().result) == .success(true) })
+        let expected = try cluster.contents(leader)
+        #expect(expected.count == 50)
+        #expect(try eventually { try cluster.contents(follower) == expected })
+    }
+
+    @Test func consistentReadIndexOnTheLeaderCoversAcknowledgedWrites() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let outcomes = try cluster.write(on: leader, prefix: "r", count: 5)
+        let lastWrite = try #require(outcomes.all.compactMap { try? $0.result.get().index }.max())
+        let read = Unsafe<Result<UInt64, RaftCommitError>?>(nil)
+        let lock = NSLock()
+        try cluster.servers[leader]!.run { r in r.readIndex { res in lock.lock(); read.value = res; lock.unlock() } }
+        #expect(eventually { lock.lock(); defer { lock.unlock() }; return read.value != nil })
+        lock.lock(); let index = try read.value?.get(); lock.unlock()
+        #expect(index ?? 0 >= lastWrite)
+        let follower = try #require(([1, 2, 3] as [NodeID]).first { $0 != leader })
+        let followerRead = Unsafe<Result<UInt64, RaftCommitError>?>(nil)
+        try cluster.servers[follower]!.run { r in r.readIndex { res in followerRead.value = res } }
+        #expect(throws: RaftCommitError.notLeader(leaderAddress: cluster.addresses[leader])) {
+            try cluster.servers[follower]!.run { _ in followerRead.value }?.get()
+        }
+    }
+
+    @Test func invalidConfigIsRejectedWithTheFieldName() {
+        var config = RaftReplicatorConfig()
+        config.tickIntervalMilliseconds = 0
+        let error = #expect(throws: ReplicationConfigError.self) { try config.validate() }
+        #expect(error?.description.contains("tickIntervalMilliseconds") == true)
+        config = RaftReplicatorConfig()
+        config.raft.heartbeatTicks = 20
+        #expect(throws: ReplicationConfigError.self) { try config.validate() }
+    }
+}
