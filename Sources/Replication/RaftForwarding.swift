@@ -3,6 +3,7 @@
 // leader) or the forward times out. Frames (after the transport's length prefix):
 //   request  0xF0, request id u64, origin server u64, command bytes
 //   response 0xF1, request id u64, index u64, term u64, code u8, text (UTF-8)
+// (0xF2 is the hello frame and 0xFF the first byte of address records: see RaftMembership.)
 import RaftCore
 import StateStore
 import Storage
@@ -93,6 +94,7 @@ enum ForwardOutcome: Equatable {
             case let .timeout(what): return (0, 0, 15, what)
             case let .storage(message): return (0, 0, 16, message)
             case .closed: return (0, 0, 17, "")
+            case let .rejected(reason): return (0, 0, 18, reason)
             }
         }
     }
@@ -110,8 +112,8 @@ enum ForwardOutcome: Equatable {
         case 14: self = .failed(.tooLarge(bytes: int(index), limit: int(term)))
         case 15: self = .failed(.timeout(text))
         case 16: self = .failed(.storage(text))
-        // The leader is shutting down: to the follower's caller that is a lost leader.
         case 17: self = .failed(.closed)
+        case 18: self = .failed(.rejected(text))
         default: return nil
         }
     }
@@ -146,6 +148,7 @@ extension RaftReplicator {
         case let .response(requestID, outcome):
             forwarding.outstanding.removeValue(forKey: requestID)?.completion(outcome.result)
         case nil:
+            if receiveHello(payload) { return }
             logger.warning("raft: undecodable control frame dropped", metadata: ["bytes": "\(payload.count)"])
         }
     }

@@ -44,6 +44,12 @@ public final class RaftReplicator {
     private var reads: [UInt64: PendingRead] = [:]
     private var nextReadContext: UInt64 = 1
     var forwarding = ForwardingState()
+    var membership: MembershipOperation?
+    /// Highest index each peer acknowledged to this leader (from AppendEntries answers); the
+    /// catch-up test before promoting a non-voter.
+    var matchIndex: [NodeID: UInt64] = [:]
+    /// Where this server's transport can be reached by the others.
+    private(set) var advertiseAddress: String?
 
     private var observedRole: Role = .follower
     private var observedLeader: NodeID?
@@ -71,9 +77,12 @@ public final class RaftReplicator {
     ///     on (it sets its handlers and closes it on `close`).
     ///   - bootstrap: every voter of a new cluster with its address, this server included.
     ///     Written only when the log is empty; a restarting server recovers from its data dir.
+    ///     A server joining an existing cluster passes nil and is added by the leader's `addServer`.
+    ///   - advertiseAddress: this server's "host:port" for the others; defaults to its bootstrap
+    ///     entry, else 127.0.0.1 and the transport's port.
     public init(id: NodeID, loop: Loop, dataDirectory: String, transport: RaftTransport,
-                bootstrap: [NodeID: String]? = nil, config: RaftReplicatorConfig = RaftReplicatorConfig(),
-                logger: Logger) throws {
+                bootstrap: [NodeID: String]? = nil, advertiseAddress: String? = nil,
+                config: RaftReplicatorConfig = RaftReplicatorConfig(), logger: Logger) throws {
         try config.validate()
         precondition(id != 0, "raft: server id 0 is reserved (it stands for 'no vote')")
         self.id = id
@@ -93,6 +102,7 @@ public final class RaftReplicator {
         reader = try StateStore(environment: stateEnvironment)
         lastAppliedIndex = try state.appliedIndex()
         addressBook = recovered.addressBook
+        self.advertiseAddress = advertiseAddress
         diskSide = ThreadHandoff(value: DiskSide(writer: writer, state: state))
         node = RaftNode(id: id, config: config.raft, log: raftLog, hardState: recovered.hardState,
                         seed: config.seed ?? UInt64.random(in: 1 ... .max))
@@ -112,6 +122,13 @@ public final class RaftReplicator {
             for item in done { self?.jobFinished(item) }
         }
         for (peer, address) in addressBook where peer != id { transport.setAddress(address, for: peer) }
+        let ownAddress = advertiseAddress ?? addressBook[id] ?? "127.0.0.1:\(transport.port)"
+        advertiseAddress = ownAddress
+        if addressBook[id] != ownAddress {
+            addressBook[id] = ownAddress
+            markAddressBookDirty()
+        }
+        transport.connectionPreamble = HelloFrame(id: id, address: ownAddress).encoded()
         transport.onMessage = { [weak self] message in self?.receive(message) }
         transport.onControlFrame = { [weak self] payload in self?.receiveControlFrame(payload) }
         let ticker = LoopTimer(loop: loop)
@@ -146,13 +163,21 @@ public final class RaftReplicator {
                        completion: @escaping (Result<CommitOutcome, RaftCommitError>) -> Void) {
         loop.assertInLoopThread()
         guard started, !closed else { completion(.failure(.closed)); return }
+        guard command.first != AddressRecord.firstByte else {
+            completion(.failure(.rejected("commands may not start with byte \(AddressRecord.firstByte), reserved for Raft")))
+            return
+        }
         guard proposals.count < config.maxPendingProposals else {
             completion(.failure(.overloaded(pending: proposals.count, limit: config.maxPendingProposals)))
             return
         }
         switch node.propose(command) {
         case let .accepted(index, term):
-            proposals[index] = PendingProposal(term: term, completion: completion)
+            // An earlier proposal at this index was overwritten by another term before this
+            // server led again (expireWaiters had no tick in between to notice).
+            if let stale = proposals.updateValue(PendingProposal(term: term, completion: completion), forKey: index) {
+                stale.completion(.failure(.leadershipLost(index: index, term: stale.term)))
+            }
             drain()
         case let .notLeader(leader):
             if forwardToLeader ?? config.forwardWritesToLeader, let leader, leader != id {
@@ -206,6 +231,10 @@ public final class RaftReplicator {
 
     private func receive(_ message: Message) {
         guard !closed, message.to == id else { return }
+        if case let .appendEntriesResponse(response) = message.body, response.success, node.role == .leader,
+           message.term == node.term {
+            matchIndex[message.from] = max(matchIndex[message.from] ?? 0, response.index)
+        }
         logger.trace("raft: message received", metadata: ["from": "\(message.from)", "term": "\(message.term)"])
         node.step(message)
         drain()
@@ -228,6 +257,7 @@ public final class RaftReplicator {
             }
         }
         expireForwards()
+        advanceMembership()
     }
 
     // MARK: Ready
@@ -270,7 +300,9 @@ public final class RaftReplicator {
             return
         }
         let job = DiskJob(hardState: batch.hardState, entries: batch.entries,
-                          commands: batch.committed.filter { $0.kind == .normal && $0.index > lastAppliedIndex },
+                          commands: batch.committed.filter {
+                              $0.kind == .normal && $0.index > lastAppliedIndex && !AddressRecord.isRecord($0)
+                          },
                           addressBook: batch.addressBook)
         let side = diskSide
         disk.submit { mailbox.send(Self.run(job, on: side.value)) }
@@ -330,6 +362,7 @@ public final class RaftReplicator {
             let meta: Logger.Metadata = ["term": "\(node.term)"]
             switch role {
             case .leader:
+                matchIndex = [:]
                 logger.info("raft: election won", metadata: meta)
                 logger.info("raft: entering leader state", metadata: meta)
             case .follower:
@@ -363,7 +396,6 @@ public final class RaftReplicator {
             logger.info("raft: configuration changed", metadata: [
                 "voters": "\(configuration.voters)", "non_voters": "\(configuration.nonVoters)"])
             observedConfiguration = configuration
-            configurationChanged(configuration)
         }
     }
 
@@ -387,6 +419,7 @@ public final class RaftReplicator {
         reads = [:]
         for read in waitingReads.values { read.completion(.failure(.closed)) }
         failAllForwards()
+        failMembership(.closed)
         disk.stop()
         mailbox?.close()
         mailbox = nil

@@ -25,6 +25,9 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
     /// A forwarded write without an answer in this time fails with `.timeout` (its outcome is
     /// then unknown: it may still commit).
     public var forwardTimeoutMilliseconds: UInt64 = 5_000
+    /// An addServer or removeServer that has not completed in this time fails with `.timeout`
+    /// (the change may still complete later).
+    public var membershipChangeTimeoutMilliseconds: UInt64 = 60_000
     /// Seed of the core's election-timeout randomness; nil draws one.
     public var seed: UInt64?
 
@@ -38,6 +41,7 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
         config.transport.reconnectMaxDelayMilliseconds = 100
         config.forwardTimeoutMilliseconds = 2_000
         config.readTimeoutMilliseconds = 2_000
+        config.membershipChangeTimeoutMilliseconds = 10_000
         return config
     }
 
@@ -54,6 +58,9 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
         guard readTimeoutMilliseconds > 0 else { throw .invalid("readTimeoutMilliseconds must be > 0") }
         guard maxOutstandingForwards >= 0 else { throw .invalid("maxOutstandingForwards must be >= 0") }
         guard forwardTimeoutMilliseconds > 0 else { throw .invalid("forwardTimeoutMilliseconds must be > 0") }
+        guard membershipChangeTimeoutMilliseconds > 0 else {
+            throw .invalid("membershipChangeTimeoutMilliseconds must be > 0")
+        }
     }
 }
 
@@ -70,6 +77,9 @@ public enum RaftCommitError: Error, Equatable, Sendable, CustomStringConvertible
     case timeout(String)
     case storage(String)
     case closed
+    /// The request cannot be carried out as asked (an invalid membership change, a command
+    /// using the replicator's reserved first byte).
+    case rejected(String)
 
     public var description: String {
         switch self {
@@ -83,6 +93,7 @@ public enum RaftCommitError: Error, Equatable, Sendable, CustomStringConvertible
         case let .timeout(what): return "timed out: \(what)"
         case let .storage(message): return "storage error: \(message)"
         case .closed: return "the replicator is shutting down"
+        case let .rejected(reason): return "rejected: \(reason)"
         }
     }
 }

@@ -54,6 +54,9 @@ public final class RaftTransport {
     public var onMessage: ((Message) -> Void)?
     /// Each non-Raft frame payload received (first byte >= 0x80), on the loop thread.
     public var onControlFrame: (([UInt8]) -> Void)?
+    /// A frame payload written first on every new outbound connection (the replicator's hello:
+    /// who we are and where we listen, so a server that does not know us yet can answer).
+    public var connectionPreamble: [UInt8]?
 
     /// Counters (a metrics backend would export these).
     public private(set) var sentMessages = 0
@@ -203,6 +206,7 @@ public final class RaftTransport {
                 "peer": "\(peer.id)", "error": "\(error.map { "\($0)" } ?? "EOF")"])
         }
         connection.startReading()
+        if let preamble = connectionPreamble { connection.write(Framing.frame(preamble)) }
         let queued = peer.queued
         peer.queued = []
         for payload in queued {

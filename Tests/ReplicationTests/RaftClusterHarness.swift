@@ -73,10 +73,12 @@ final class TestCluster {
     }
 
     static func startReplicator(id: NodeID, loop: Loop, dir: String, transport: Unsafe<RaftTransport>,
-                                bootstrap: [NodeID: String]?, config: RaftReplicatorConfig, logger: Logger) throws -> Unsafe<RaftReplicator> {
+                                bootstrap: [NodeID: String]?, advertiseAddress: String? = nil,
+                                config: RaftReplicatorConfig, logger: Logger) throws -> Unsafe<RaftReplicator> {
         try onLoop(loop) {
             let replicator = try RaftReplicator(id: id, loop: loop, dataDirectory: dir, transport: transport.value,
-                                                bootstrap: bootstrap, config: config, logger: logger)
+                                                bootstrap: bootstrap, advertiseAddress: advertiseAddress,
+                                                config: config, logger: logger)
             replicator.start()
             return Unsafe(replicator)
         }
@@ -138,6 +140,31 @@ final class TestCluster {
                                                      bootstrap: nil, config: config, logger: logger)
         server.loop = loop
         server.running = true
+    }
+
+    /// Starts a server outside the configuration (no bootstrap): it waits to be added.
+    func startJoiningServer(_ id: NodeID) throws -> String {
+        let loop = try Loop(name: "raft-\(id)")
+        loop.start()
+        let transport = try Self.makeTransport(loop, port: 0, config: config, logger: logger)
+        let port = try onLoop(loop) { transport.value.port }
+        let address = "127.0.0.1:\(port)"
+        let dir = temporaryDataDirectory()
+        let replicator = try Self.startReplicator(id: id, loop: loop, dir: dir, transport: transport, bootstrap: nil,
+                                                  advertiseAddress: address, config: config, logger: logger)
+        servers[id] = TestServer(id: id, dataDirectory: dir, port: port, loop: loop, replicator: replicator)
+        addresses[id] = address
+        return address
+    }
+
+    /// Runs a membership call on `server` and waits for its answer.
+    func membershipChange(on server: NodeID, _ call: @escaping (RaftReplicator, @escaping (Result<Void, RaftCommitError>) -> Void) -> Void) throws -> Result<Void, RaftCommitError>? {
+        let result = Unsafe<Result<Void, RaftCommitError>?>(nil)
+        let lock = NSLock()
+        try servers[server]!.run { r in call(r) { res in lock.lock(); result.value = res; lock.unlock() } }
+        _ = eventually(20) { lock.lock(); defer { lock.unlock() }; return result.value != nil }
+        lock.lock(); defer { lock.unlock() }
+        return result.value
     }
 
     func shutdown() {
