@@ -266,7 +266,9 @@ public final class RaftReplicator {
     /// next disk job, serves confirmed reads, and starts a disk job if none is running.
     func drain() {
         guard started, !closed else { return }
-        while let ready = node.ready() {
+        // Past the bound, the rest waits for the job that is about to start (or is running):
+        // its completion drains again.
+        while accumulating.committed.count < config.maxApplyEntriesPerBatch, let ready = node.ready() {
             precondition(ready.snapshot == nil, "raft: installing snapshots is not supported yet")
             for out in ready.messages {
                 if out.mayPrecedePersistence {

@@ -12,6 +12,9 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
     /// Proposals accepted by the core and waiting to be applied; beyond this submit fails fast
     /// with `.overloaded`. At most the core's maxUncommittedEntries can be uncommitted anyway.
     public var maxPendingProposals: Int = 8192
+    /// Committed entries gathered into one disk job; the rest wait for the next (bounds the
+    /// memory of a restart's replay, which hands out the whole committed log again).
+    public var maxApplyEntriesPerBatch: Int = 8192
     /// ReadIndex requests waiting; the core bounds its own share with raft.maxPendingReads.
     public var maxPendingReads: Int = 4096
     /// A read not confirmed within this fails with `.timeout` (a deposed leader drops its
@@ -54,6 +57,9 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
         try transport.validate()
         guard tickIntervalMilliseconds > 0 else { throw .invalid("tickIntervalMilliseconds must be > 0") }
         guard maxPendingProposals > 0 else { throw .invalid("maxPendingProposals must be > 0") }
+        guard maxApplyEntriesPerBatch >= raft.maxApplyEntriesPerReady else {
+            throw .invalid("maxApplyEntriesPerBatch must be >= raft.maxApplyEntriesPerReady")
+        }
         guard maxPendingReads > 0 else { throw .invalid("maxPendingReads must be > 0") }
         guard readTimeoutMilliseconds > 0 else { throw .invalid("readTimeoutMilliseconds must be > 0") }
         guard maxOutstandingForwards >= 0 else { throw .invalid("maxOutstandingForwards must be >= 0") }

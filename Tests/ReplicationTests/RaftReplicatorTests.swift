@@ -130,6 +130,45 @@ struct RaftReplicatorTests {
         #expect(try eventually { try cluster.contents(follower) == expected })
     }
 
+    @Test func wholeClusterRestartRecoversTermLogAndState() throws {
+        // Small apply batches: the restart's replay of the committed log goes in many jobs.
+        var config = RaftReplicatorConfig.fastForTests()
+        config.raft.maxApplyEntriesPerReady = 4
+        config.maxApplyEntriesPerBatch = 8
+        let cluster = try TestCluster(size: 3, config: config)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        #expect(try cluster.write(on: leader, prefix: "k", count: 40).acknowledgedKeys.count == 40)
+        let expected = try cluster.contents(leader)
+        let termBefore = try cluster.servers[leader]!.run { $0.term }
+        for id in [1, 2, 3] as [NodeID] { #expect(try eventually { try cluster.contents(id) == expected }) }
+        for id in [1, 2, 3] as [NodeID] { try cluster.stop(id) }
+        for id in [1, 2, 3] as [NodeID] { try cluster.restart(id) }
+        // The applied state is there before any election: it was durable.
+        for id in [1, 2, 3] as [NodeID] { #expect(try cluster.contents(id) == expected) }
+        let next = try #require(try cluster.waitForLeader())
+        #expect(try cluster.servers[next]!.run { $0.term } > termBefore)
+        #expect(try cluster.write(on: next, prefix: "more", count: 10).acknowledgedKeys.count == 10)
+        #expect(try cluster.contents(next).count == 50)
+    }
+
+    @Test func forwardToAStoppedLeaderTimesOut() throws {
+        var config = RaftReplicatorConfig.fastForTests()
+        config.forwardTimeoutMilliseconds = 300
+        config.raft.electionTicks = 50  // 0.5–1 s: the followers still name the old leader
+        let cluster = try TestCluster(size: 3, config: config)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let follower = try #require(([1, 2, 3] as [NodeID]).first { $0 != leader })
+        try cluster.stop(leader)
+        let outcomes = try cluster.write(on: follower, prefix: "lost", count: 1)
+        let result = try #require(outcomes.all.first?.result)
+        guard case .failure(.timeout) = result else {
+            Issue.record("expected a timeout, got \(result)")
+            return
+        }
+    }
+
     @Test func consistentReadIndexOnTheLeaderCoversAcknowledgedWrites() throws {
         let cluster = try TestCluster(size: 3)
         defer { cluster.shutdown() }
