@@ -58,6 +58,10 @@ public final class RaftTransport {
     /// who we are and where we listen, so a server that does not know us yet can answer).
     public var connectionPreamble: [UInt8]?
 
+    /// Fault injection for tests: while true, every frame sent or received is dropped, as if
+    /// this server were cut off by a network partition.
+    var partitioned = false
+
     /// Counters (a metrics backend would export these).
     public private(set) var sentMessages = 0
     public private(set) var droppedMessages = 0
@@ -131,7 +135,7 @@ public final class RaftTransport {
     /// unreachable or too far behind. Raft retries what matters.
     public func sendFrame(_ payload: [UInt8], to id: NodeID) {
         loop.assertInLoopThread()
-        guard !closed, let peer = peers[id] else { droppedMessages += 1; return }
+        guard !closed, !partitioned, let peer = peers[id] else { droppedMessages += 1; return }
         guard payload.count <= config.maxFrameBytes else {
             logger.warning("raft: message too large to send, dropped", metadata: [
                 "peer": "\(id)", "bytes": "\(payload.count)", "limit": "\(config.maxFrameBytes)"])
@@ -274,6 +278,7 @@ public final class RaftTransport {
     }
 
     private func deliver(_ payload: [UInt8], from connection: TCPConnection) {
+        guard !partitioned else { return }
         if payload[0] >= Framing.controlKindBase {
             onControlFrame?(payload)
             return

@@ -88,10 +88,11 @@ final class TestCluster {
 
     /// The one server that believes it leads, once exactly one running server does and every
     /// running server agrees.
-    func waitForLeader(_ seconds: Double = 20, excluding: NodeID? = nil) throws -> NodeID? {
+    func waitForLeader(_ seconds: Double = 20, excluding: NodeID? = nil, among: [NodeID]? = nil) throws -> NodeID? {
         var found: NodeID?
         _ = try eventually(seconds) {
-            let states = try running.map { s in try s.run { ($0.id, $0.isLeader, $0.leaderID) } }
+            let servers = running.filter { among?.contains($0.id) ?? true }
+            let states = try servers.map { s in try s.run { ($0.id, $0.isLeader, $0.leaderID) } }
             let leaders = states.filter(\.1).map(\.0)
             guard leaders.count == 1, leaders[0] != excluding, states.allSatisfy({ $0.2 == leaders[0] }) else { return false }
             found = leaders[0]

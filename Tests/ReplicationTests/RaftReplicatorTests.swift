@@ -107,6 +107,39 @@ struct RaftReplicatorTests {
         #expect(missing.isEmpty, "acknowledged but lost: \(missing.prefix(10))")
     }
 
+    @Test func anIsolatedLeadersUncommittedWritesFailWithLeadershipLostAndAreReplaced() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let old = try #require(try cluster.waitForLeader())
+        #expect(try cluster.write(on: old, prefix: "a", count: 5).acknowledgedKeys.count == 5)
+        // Cut the leader off, then give it writes it can append but never commit.
+        let stranded = Outcomes()
+        try cluster.servers[old]!.run { r in
+            r.transport.partitioned = true
+            for i in 0 ..< 10 {
+                let key = "stranded\(i)"
+                r.submit(KVCommand.set(key: key, value: [1], flags: 0).encoded(), forwardToLeader: false) { stranded.add(key, $0) }
+            }
+        }
+        let others = ([1, 2, 3] as [NodeID]).filter { $0 != old }
+        let new = try #require(try cluster.waitForLeader(among: others))
+        #expect(try cluster.write(on: new, prefix: "b", count: 10).acknowledgedKeys.count == 10)
+        #expect(stranded.count == 0)
+        try cluster.servers[old]!.run { $0.transport.partitioned = false }
+        // The new leader overwrites the stranded suffix (truncated on disk in the same
+        // transaction as the new entries); each stranded write fails, none is applied.
+        #expect(eventually { stranded.count == 10 })
+        for outcome in stranded.all {
+            guard case .failure(.leadershipLost) = outcome.result else {
+                Issue.record("\(outcome.key): expected leadership lost, got \(outcome.result)")
+                continue
+            }
+        }
+        let expected = try cluster.contents(new)
+        #expect(expected.count == 15)
+        #expect(try eventually { try cluster.contents(old) == expected })
+    }
+
     @Test func writeToAFollowerFailsWithTheLeaderAddress() throws {
         let cluster = try TestCluster(size: 3)
         defer { cluster.shutdown() }
