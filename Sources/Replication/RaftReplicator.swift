@@ -235,7 +235,7 @@ public final class RaftReplicator {
            message.term == node.term {
             matchIndex[message.from] = max(matchIndex[message.from] ?? 0, response.index)
         }
-        logger.trace("raft: message received", metadata: ["from": "\(message.from)", "term": "\(message.term)"])
+        logger.debug("raft: message received", metadata: ["from": "\(message.from)", "term": "\(message.term)"])
         node.step(message)
         drain()
     }

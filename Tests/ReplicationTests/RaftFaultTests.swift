@@ -23,7 +23,10 @@ struct FaultRandom {
 
 @Suite("Raft replicator under faults", .serialized)
 struct RaftFaultTests {
-    @Test(arguments: [UInt64(1), 2, 3])
+    /// Seeds 1...3 by default; RAFT_FAULT_SEEDS=N runs 1...N (for longer hunts).
+    static let seeds: [UInt64] = Array(1 ... UInt64(ProcessInfo.processInfo.environment["RAFT_FAULT_SEEDS"].flatMap { UInt64($0) } ?? 3))
+
+    @Test(arguments: seeds)
     func acknowledgedWritesSurviveStopsRestartsAndPartitions(seed: UInt64) throws {
         var config = RaftReplicatorConfig.fastForTests()
         config.forwardTimeoutMilliseconds = 500

@@ -185,6 +185,20 @@ struct RaftReplicatorTests {
         #expect(try cluster.contents(next).count == 50)
     }
 
+    @Test func forwardsBeyondTheOutstandingLimitFailFast() throws {
+        var config = RaftReplicatorConfig.fastForTests()
+        config.maxOutstandingForwards = 2
+        let cluster = try TestCluster(size: 3, config: config)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let follower = try #require(([1, 2, 3] as [NodeID]).first { $0 != leader })
+        // Five submitted in one loop turn: two go out, three are refused at once.
+        let outcomes = try cluster.write(on: follower, prefix: "x", count: 5)
+        #expect(outcomes.acknowledgedKeys.count == 2)
+        let refused = outcomes.all.filter { if case .failure(.overloaded(_, 2)) = $0.result { return true } else { return false } }
+        #expect(refused.count == 3)
+    }
+
     @Test func forwardToAStoppedLeaderTimesOut() throws {
         var config = RaftReplicatorConfig.fastForTests()
         config.forwardTimeoutMilliseconds = 300
