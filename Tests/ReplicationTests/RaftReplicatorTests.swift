@@ -36,6 +36,23 @@ struct RaftReplicatorTests {
         }
     }
 
+    @Test func writesArrivingDuringADiskJobShareTheNextOne() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let batches = Unsafe(0)
+        try cluster.servers[leader]!.run { r in r.onApplied = { _ in batches.value += 1 } }
+        let started = Date()
+        let outcomes = try cluster.write(on: leader, prefix: "g", count: 2000)
+        let seconds = Date().timeIntervalSince(started)
+        #expect(outcomes.acknowledgedKeys.count == 2000)
+        let applyBatches = try cluster.servers[leader]!.run { _ in batches.value }
+        // Group commit: far fewer fsync+apply jobs than writes.
+        #expect(applyBatches < 200, "\(applyBatches) apply batches for 2000 writes in \(seconds) s")
+        let indexes = outcomes.all.compactMap { try? $0.result.get().index }
+        #expect(indexes == indexes.sorted())
+    }
+
     @Test func stoppingTheLeaderElectsAnotherAndWritesContinue() throws {
         let cluster = try TestCluster(size: 3)
         defer { cluster.shutdown() }
