@@ -20,6 +20,12 @@ public struct RaftTransportConfig: Sendable, Equatable {
     /// Bytes written to a peer but not yet taken by its socket; beyond this, messages to that
     /// peer are dropped (a slow or stuck peer must not make us buffer without bound).
     public var maxPendingWriteBytesPerPeer: Int = 16 << 20
+    /// An outbound connection to a peer we keep sending to but have heard nothing from for
+    /// this long is closed and made again: a half-open connection (peer host gone, no RST)
+    /// would otherwise swallow messages until the kernel gives up (~15 min of retransmits).
+    /// Every Raft message a server sends draws an answer or is a leader's heartbeat, so a
+    /// live peer is never silent for 10 election timeouts.
+    public var silentPeerTimeoutMilliseconds: UInt64 = 10_000
 
     public init() {}
 
@@ -34,6 +40,7 @@ public struct RaftTransportConfig: Sendable, Equatable {
         guard maxQueuedMessagesWhileConnecting >= 0 else {
             throw .invalid("maxQueuedMessagesWhileConnecting must be >= 0")
         }
+        guard silentPeerTimeoutMilliseconds > 0 else { throw .invalid("silentPeerTimeoutMilliseconds must be > 0") }
         guard maxPendingWriteBytesPerPeer >= maxFrameBytes else {
             throw .invalid("maxPendingWriteBytesPerPeer must be >= maxFrameBytes")
         }
@@ -67,6 +74,8 @@ public final class RaftTransport {
     public private(set) var droppedMessages = 0
     public private(set) var receivedMessages = 0
     public private(set) var rejectedConnections = 0
+    /// Outbound connections closed because the peer stayed silent.
+    public private(set) var silentPeerResets = 0
 
     private final class PeerLink {
         let id: NodeID
@@ -78,6 +87,8 @@ public final class RaftTransport {
         var backoffMilliseconds: UInt64 = 0
         var retryAtMilliseconds: UInt64 = 0
         var consecutiveFailures = 0
+        var connectedAtMilliseconds: UInt64 = 0
+        var lastHeardMilliseconds: UInt64 = 0
         init(id: NodeID, address: String) { self.id = id; self.address = address }
     }
 
@@ -143,6 +154,18 @@ public final class RaftTransport {
             return
         }
         if let connection = peer.connection, !connection.isClosed {
+            let now = loop.nowMilliseconds
+            let silentSince = max(peer.connectedAtMilliseconds, peer.lastHeardMilliseconds)
+            if now > silentSince + config.silentPeerTimeoutMilliseconds {
+                silentPeerResets += 1
+                logger.warning("raft: no answer from peer, re-making the connection", metadata: [
+                    "peer": "\(id)", "silent_ms": "\(now - silentSince)"])
+                peer.connection = nil
+                connection.closeNow()
+                connect(peer)
+                enqueueWhileConnecting(payload, peer)
+                return
+            }
             guard connection.pendingWriteBytes + payload.count <= config.maxPendingWriteBytesPerPeer else {
                 droppedMessages += 1
                 return
@@ -155,6 +178,11 @@ public final class RaftTransport {
             guard loop.nowMilliseconds >= peer.retryAtMilliseconds else { droppedMessages += 1; return }
             connect(peer)
         }
+        enqueueWhileConnecting(payload, peer)
+    }
+
+    private func enqueueWhileConnecting(_ payload: [UInt8], _ peer: PeerLink) {
+        guard peer.connecting else { droppedMessages += 1; return }  // the connect failed at once
         if peer.queued.count < config.maxQueuedMessagesWhileConnecting {
             peer.queued.append(payload)
         } else {
@@ -199,6 +227,7 @@ public final class RaftTransport {
         peer.consecutiveFailures = 0
         peer.backoffMilliseconds = 0
         peer.connection = connection
+        peer.connectedAtMilliseconds = loop.nowMilliseconds
         connection.setNoDelay(true)
         // Outbound connections carry nothing back; a read of EOF tells us the peer went away.
         connection.onRead = { _ in }
@@ -291,6 +320,7 @@ public final class RaftTransport {
             return
         }
         receivedMessages += 1
+        peers[message.from]?.lastHeardMilliseconds = loop.nowMilliseconds
         onMessage?(message)
     }
 

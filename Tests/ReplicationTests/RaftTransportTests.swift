@@ -123,6 +123,32 @@ struct RaftTransportTests {
         try onLoop(loop) { a.value.close(); b.value.close() }
     }
 
+    @Test func aPeerThatNeverAnswersGetsItsConnectionRemade() throws {
+        let loop = try Loop()
+        loop.start()
+        defer { loop.shutdown() }
+        // A "peer" that accepts and then stays silent, like one behind a half-open connection.
+        let accepted = Unsafe<[TCPConnection]>([])
+        let silent = try onLoop(loop) {
+            Unsafe(try TCPListener.listen(on: loop, host: "127.0.0.1", port: 0) { connection in
+                accepted.value.append(connection)
+            })
+        }
+        var config = RaftTransportConfig()
+        config.silentPeerTimeoutMilliseconds = 50
+        let a = try onLoop(loop) { Unsafe(try RaftTransport(loop: loop, host: "127.0.0.1", port: 0, config: config, logger: logger)) }
+        try onLoop(loop) { a.value.setAddress("127.0.0.1:\(silent.value.localPort)", for: 2) }
+        #expect(try eventually(10) {
+            try onLoop(loop) { a.value.send(heartbeat(from: 1, to: 2, term: 1)) }
+            return try onLoop(loop) { a.value.silentPeerResets >= 2 && accepted.value.count >= 3 }
+        })
+        try onLoop(loop) {
+            a.value.close()
+            silent.value.close()
+            for connection in accepted.value { connection.closeNow() }
+        }
+    }
+
     @Test func frameDecoderIsTotalOnSplitInput() throws {
         var decoder = FrameDecoder(maxFrameBytes: 1024)
         let frames = [[UInt8](repeating: 1, count: 10), [2], [UInt8](repeating: 3, count: 1000)]
