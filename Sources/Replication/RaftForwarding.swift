@@ -1,8 +1,12 @@
-// Write forwarding: a follower sends a submitted command to the leader over the Raft
-// transport and completes the caller once the leader answers (committed and applied on the
-// leader) or the forward times out. Frames (after the transport's length prefix):
-//   request  0xF0, request id u64, origin server u64, command bytes
-//   response 0xF1, request id u64, index u64, term u64, code u8, text (UTF-8)
+// Forwarding to the leader over the Raft transport. Writes: a follower sends a submitted
+// command and completes the caller once the leader answers (committed and applied on the
+// leader) or the forward times out. Reads: a follower asks the leader for a read index and
+// serves the read once it has applied that index itself (thesis §6.4.1).
+// Frames (after the transport's length prefix):
+//   request       0xF0, request id u64, origin server u64, command bytes
+//   response      0xF1, request id u64, index u64, term u64, code u8, text (UTF-8)
+//   read request  0xF3, request id u64, origin server u64
+//   read response 0xF4, as a response (a granted read index is a committed outcome's index)
 // (0xF2 is the hello frame and 0xFF the first byte of address records: see RaftMembership.)
 import RaftCore
 import StateStore
@@ -11,6 +15,17 @@ import Storage
 struct ForwardingState {
     var nextRequestID: UInt64 = 1
     var outstanding: [UInt64: Outstanding] = [:]
+    var outstandingReads: [UInt64: OutstandingRead] = [:]
+    /// Read indexes granted by the leader that this server has not applied yet.
+    var readsWaitingForApply: [(index: UInt64, deadlineMilliseconds: UInt64, completion: (Result<UInt64, RaftCommitError>) -> Void)] = []
+
+    var count: Int { outstanding.count + outstandingReads.count + readsWaitingForApply.count }
+
+    struct OutstandingRead {
+        var leader: NodeID
+        var deadlineMilliseconds: UInt64
+        var completion: (Result<UInt64, RaftCommitError>) -> Void
+    }
 
     struct Outstanding {
         var leader: NodeID
@@ -22,9 +37,13 @@ struct ForwardingState {
 enum ForwardFrame: Equatable {
     case request(id: UInt64, origin: NodeID, command: [UInt8])
     case response(id: UInt64, outcome: ForwardOutcome)
+    case readRequest(id: UInt64, origin: NodeID)
+    case readResponse(id: UInt64, outcome: ForwardOutcome)
 
     static let requestKind: UInt8 = 0xF0
     static let responseKind: UInt8 = 0xF1
+    static let readRequestKind: UInt8 = 0xF3
+    static let readResponseKind: UInt8 = 0xF4
 
     func encoded() -> [UInt8] {
         switch self {
@@ -33,6 +52,11 @@ enum ForwardFrame: Equatable {
         case let .response(id, outcome):
             let (index, term, code, text) = outcome.wire
             return [Self.responseKind] + id.bigEndianBytes + index.bigEndianBytes + term.bigEndianBytes + [code] + Array(text.utf8)
+        case let .readRequest(id, origin):
+            return [Self.readRequestKind] + id.bigEndianBytes + origin.bigEndianBytes
+        case let .readResponse(id, outcome):
+            let (index, term, code, text) = outcome.wire
+            return [Self.readResponseKind] + id.bigEndianBytes + index.bigEndianBytes + term.bigEndianBytes + [code] + Array(text.utf8)
         }
     }
 
@@ -46,11 +70,14 @@ enum ForwardFrame: Equatable {
         case requestKind:
             guard let id = u64(1), let origin = u64(9) else { return nil }
             return .request(id: id, origin: origin, command: Array(bytes[17...]))
-        case responseKind:
+        case readRequestKind:
+            guard let id = u64(1), let origin = u64(9), bytes.count == 17 else { return nil }
+            return .readRequest(id: id, origin: origin)
+        case responseKind, readResponseKind:
             guard let id = u64(1), let index = u64(9), let term = u64(17), bytes.count >= 26 else { return nil }
             let text = String(decoding: bytes[26...], as: UTF8.self)
             guard let outcome = ForwardOutcome(index: index, term: term, code: bytes[25], text: text) else { return nil }
-            return .response(id: id, outcome: outcome)
+            return bytes[0] == responseKind ? .response(id: id, outcome: outcome) : .readResponse(id: id, outcome: outcome)
         default:
             return nil
         }
@@ -122,8 +149,8 @@ enum ForwardOutcome: Equatable {
 extension RaftReplicator {
     func forward(_ command: [UInt8], to leader: NodeID,
                  completion: @escaping (Result<CommitOutcome, RaftCommitError>) -> Void) {
-        guard forwarding.outstanding.count < config.maxOutstandingForwards else {
-            completion(.failure(.overloaded(pending: forwarding.outstanding.count, limit: config.maxOutstandingForwards)))
+        guard forwarding.count < config.maxOutstandingForwards else {
+            completion(.failure(.overloaded(pending: forwarding.count, limit: config.maxOutstandingForwards)))
             return
         }
         let requestID = forwarding.nextRequestID
@@ -147,15 +174,66 @@ extension RaftReplicator {
             }
         case let .response(requestID, outcome):
             forwarding.outstanding.removeValue(forKey: requestID)?.completion(outcome.result)
+        case let .readRequest(requestID, origin):
+            readIndex(forwardToLeader: false) { [weak self] result in
+                guard let self, !self.closed else { return }
+                let outcome = ForwardOutcome(result.map { CommitOutcome(index: $0, result: .success(true)) })
+                self.transport.sendFrame(ForwardFrame.readResponse(id: requestID, outcome: outcome).encoded(), to: origin)
+            }
+        case let .readResponse(requestID, outcome):
+            guard let read = forwarding.outstandingReads.removeValue(forKey: requestID) else { return }
+            switch outcome.result {
+            case let .success(granted):
+                waitForApply(granted.index, deadlineMilliseconds: read.deadlineMilliseconds, read.completion)
+            case let .failure(error):
+                read.completion(.failure(error))
+            }
         case nil:
             if receiveHello(payload) { return }
             logger.warning("raft: undecodable control frame dropped", metadata: ["bytes": "\(payload.count)"])
         }
     }
 
+    /// Asks the leader for a read index; the read completes once this server applied it.
+    func forwardReadIndex(to leader: NodeID, completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        guard forwarding.count < config.maxOutstandingForwards else {
+            completion(.failure(.overloaded(pending: forwarding.count, limit: config.maxOutstandingForwards)))
+            return
+        }
+        let requestID = forwarding.nextRequestID
+        forwarding.nextRequestID += 1
+        forwarding.outstandingReads[requestID] = ForwardingState.OutstandingRead(
+            leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion: completion)
+        transport.sendFrame(ForwardFrame.readRequest(id: requestID, origin: id).encoded(), to: leader)
+    }
+
+    private func waitForApply(_ index: UInt64, deadlineMilliseconds: UInt64,
+                              _ completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        if lastAppliedIndex >= index {
+            completion(.success(index))
+        } else {
+            forwarding.readsWaitingForApply.append((index, deadlineMilliseconds, completion))
+        }
+    }
+
+    /// Serves the follower reads whose index is now applied; runs after every disk job.
+    func releaseReadsWaitingForApply() {
+        guard !forwarding.readsWaitingForApply.isEmpty else { return }
+        let ready = forwarding.readsWaitingForApply.filter { $0.index <= lastAppliedIndex }
+        forwarding.readsWaitingForApply.removeAll { $0.index <= lastAppliedIndex }
+        for read in ready { read.completion(.success(read.index)) }
+    }
+
     func expireForwards() {
-        guard !forwarding.outstanding.isEmpty else { return }
         let now = loop.nowMilliseconds
+        for (requestID, read) in forwarding.outstandingReads where read.deadlineMilliseconds <= now {
+            forwarding.outstandingReads[requestID] = nil
+            read.completion(.failure(.timeout("leader \(read.leader) did not grant a read index within \(config.readTimeoutMilliseconds) ms")))
+        }
+        let expired = forwarding.readsWaitingForApply.filter { $0.deadlineMilliseconds <= now }
+        forwarding.readsWaitingForApply.removeAll { $0.deadlineMilliseconds <= now }
+        for read in expired { read.completion(.failure(.timeout("read index not applied here within \(config.readTimeoutMilliseconds) ms"))) }
+        guard !forwarding.outstanding.isEmpty else { return }
         for (requestID, forward) in forwarding.outstanding where forward.deadlineMilliseconds <= now {
             forwarding.outstanding[requestID] = nil
             forward.completion(.failure(.timeout(
@@ -165,7 +243,9 @@ extension RaftReplicator {
 
     func failAllForwards() {
         let outstanding = forwarding.outstanding
-        forwarding.outstanding = [:]
+        let reads = Array(forwarding.outstandingReads.values.map(\.completion)) + forwarding.readsWaitingForApply.map(\.completion)
+        forwarding = ForwardingState()
         for forward in outstanding.values { forward.completion(.failure(.closed)) }
+        for read in reads { read(.failure(.closed)) }
     }
 }

@@ -196,10 +196,12 @@ public final class RaftReplicator {
         }
     }
 
-    /// A linearizable read point (thesis §6.4): completes with an index once this server is
-    /// confirmed leader by a quorum and has applied that index; reads of `reader` are then
-    /// consistent (Consul's `?consistent`).
-    public func readIndex(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+    /// A linearizable read point (thesis §6.4): completes with an index once the leader was
+    /// confirmed by a quorum and this server has applied that index; reads of `reader` are
+    /// then consistent (Consul's `?consistent`). A follower asks the leader for the index
+    /// (§6.4.1) when `forwardToLeader` (default: `config.forwardWritesToLeader`) is true,
+    /// else fails with `.notLeader(leaderAddress)`.
+    public func readIndex(forwardToLeader: Bool? = nil, completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
         loop.assertInLoopThread()
         guard started, !closed else { completion(.failure(.closed)); return }
         guard reads.count < config.maxPendingReads else {
@@ -214,7 +216,11 @@ public final class RaftReplicator {
                                          completion: completion)
             drain()
         case let .notLeader(leader):
-            completion(.failure(.notLeader(leaderAddress: leader.flatMap { addressBook[$0] })))
+            if forwardToLeader ?? config.forwardWritesToLeader, let leader, leader != id {
+                forwardReadIndex(to: leader, completion: completion)
+            } else {
+                completion(.failure(.notLeader(leaderAddress: leader.flatMap { addressBook[$0] })))
+            }
         case let .tooManyPendingReads(limit):
             completion(.failure(.overloaded(pending: limit, limit: limit)))
         }
@@ -334,7 +340,10 @@ public final class RaftReplicator {
         }
         for ready in batch.readies { node.advance(ready) }
         if let (_, applied) = done.applied, !applied.results.isEmpty { onApplied?(applied) }
-        if !batch.committed.isEmpty { committedEntriesApplied(batch.committed) }
+        if !batch.committed.isEmpty {
+            committedEntriesApplied(batch.committed)
+            releaseReadsWaitingForApply()
+        }
         drain()
     }
 

@@ -20,10 +20,11 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
     /// A read not confirmed within this fails with `.timeout` (a deposed leader drops its
     /// unconfirmed reads without answering).
     public var readTimeoutMilliseconds: UInt64 = 5_000
-    /// A follower forwards writes to the leader (Consul's servers do) instead of failing them
-    /// with `.notLeader`.
+    /// A follower forwards writes, and read-index requests, to the leader (Consul's servers
+    /// forward) instead of failing them with `.notLeader`.
     public var forwardWritesToLeader = true
-    /// Writes a follower forwards to the leader at once; more fail fast with `.overloaded`.
+    /// Writes and reads a follower has forwarded to the leader at once; more fail fast with
+    /// `.overloaded`.
     public var maxOutstandingForwards: Int = 1024
     /// A forwarded write without an answer in this time fails with `.timeout` (its outcome is
     /// then unknown: it may still commit).

@@ -68,5 +68,8 @@ struct RaftMembershipTests {
         let request = ForwardFrame.request(id: 1, origin: 2, command: [1, 2, 3])
         #expect(ForwardFrame.decode(request.encoded()) == request)
         #expect(ForwardFrame.decode([0xF1, 0, 0]) == nil)
+        let readResponse = ForwardFrame.readResponse(id: 3, outcome: .committed(CommitOutcome(index: 77, result: .success(true))))
+        #expect(ForwardFrame.decode(readResponse.encoded()) == readResponse)
+        #expect(ForwardFrame.decode(ForwardFrame.readRequest(id: 4, origin: 5).encoded()) == .readRequest(id: 4, origin: 5))
     }
 }

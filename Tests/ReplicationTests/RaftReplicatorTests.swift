@@ -247,10 +247,32 @@ struct RaftReplicatorTests {
         #expect(index ?? 0 >= lastWrite)
         let follower = try #require(([1, 2, 3] as [NodeID]).first { $0 != leader })
         let followerRead = Unsafe<Result<UInt64, RaftCommitError>?>(nil)
-        try cluster.servers[follower]!.run { r in r.readIndex { res in followerRead.value = res } }
+        try cluster.servers[follower]!.run { r in r.readIndex(forwardToLeader: false) { res in followerRead.value = res } }
         #expect(throws: RaftCommitError.notLeader(leaderAddress: cluster.addresses[leader])) {
             try cluster.servers[follower]!.run { _ in followerRead.value }?.get()
         }
+    }
+
+    @Test func aFollowerReadWaitsForTheLeadersReadIndexToBeAppliedLocally() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let follower = try #require(([1, 2, 3] as [NodeID]).first { $0 != leader })
+        let outcomes = try cluster.write(on: leader, prefix: "fr", count: 20)
+        let lastWrite = try #require(outcomes.all.compactMap { try? $0.result.get().index }.max())
+        // What the follower's state store holds at the moment its read completes.
+        let seen = Unsafe<(Result<UInt64, RaftCommitError>, Int)?>(nil)
+        let lock = NSLock()
+        try cluster.servers[follower]!.run { r in
+            r.readIndex { result in
+                let keys = (try? r.reader.list(prefix: "fr").entries.count) ?? -1
+                lock.lock(); seen.value = (result, keys); lock.unlock()
+            }
+        }
+        #expect(eventually { lock.lock(); defer { lock.unlock() }; return seen.value != nil })
+        lock.lock(); let (result, keys) = seen.value!; lock.unlock()
+        #expect(try result.get() >= lastWrite)
+        #expect(keys == 20)
     }
 
     @Test func invalidConfigIsRejectedWithTheFieldName() {
