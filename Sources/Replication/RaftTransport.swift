@@ -26,6 +26,10 @@ public struct RaftTransportConfig: Sendable, Equatable {
     /// Every Raft message a server sends draws an answer or is a leader's heartbeat, so a
     /// live peer is never silent for 10 election timeouts.
     public var silentPeerTimeoutMilliseconds: UInt64 = 10_000
+    /// Inbound connections held at once. Each server keeps one to each peer (re-made after
+    /// failures); 64 leaves room for a cluster of Consul's recommended 3–7 servers many times
+    /// over while bounding what a misbehaving client can hold open.
+    public var maxInboundConnections: Int = 64
 
     public init() {}
 
@@ -40,6 +44,7 @@ public struct RaftTransportConfig: Sendable, Equatable {
         guard maxQueuedMessagesWhileConnecting >= 0 else {
             throw .invalid("maxQueuedMessagesWhileConnecting must be >= 0")
         }
+        guard maxInboundConnections > 0 else { throw .invalid("maxInboundConnections must be > 0") }
         guard silentPeerTimeoutMilliseconds > 0 else { throw .invalid("silentPeerTimeoutMilliseconds must be > 0") }
         guard maxPendingWriteBytesPerPeer >= maxFrameBytes else {
             throw .invalid("maxPendingWriteBytesPerPeer must be >= maxFrameBytes")
@@ -284,6 +289,13 @@ public final class RaftTransport {
 
     private func accept(_ connection: TCPConnection) {
         guard !closed else { connection.closeNow(); return }
+        guard inbound.count < config.maxInboundConnections else {
+            rejectedConnections += 1
+            logger.warning("raft: too many inbound connections, closing the new one", metadata: [
+                "remote": "\(connection.remoteAddress)", "limit": "\(config.maxInboundConnections)"])
+            connection.closeNow()
+            return
+        }
         let key = ObjectIdentifier(connection)
         inbound[key] = connection
         var decoder = FrameDecoder(maxFrameBytes: config.maxFrameBytes)

@@ -149,6 +149,35 @@ struct RaftTransportTests {
         }
     }
 
+    @Test func inboundConnectionsBeyondTheLimitAreClosed() throws {
+        let loop = try Loop()
+        loop.start()
+        defer { loop.shutdown() }
+        var config = RaftTransportConfig()
+        config.maxInboundConnections = 1
+        let inbox = Inbox()
+        let server = try onLoop(loop) {
+            let t = try RaftTransport(loop: loop, host: "127.0.0.1", port: 0, config: config, logger: logger)
+            t.onMessage = { inbox.add($0) }
+            return Unsafe(t)
+        }
+        let port = try onLoop(loop) { server.value.port }
+        let first = try makeTransport(loop, inbox: Inbox())
+        try onLoop(loop) {
+            first.value.setAddress("127.0.0.1:\(port)", for: 1)
+            first.value.send(heartbeat(from: 2, to: 1, term: 1))
+        }
+        #expect(eventually { inbox.messages.count == 1 })
+        let second = try makeTransport(loop, inbox: Inbox())
+        try onLoop(loop) {
+            second.value.setAddress("127.0.0.1:\(port)", for: 1)
+            second.value.send(heartbeat(from: 3, to: 1, term: 1))
+        }
+        #expect(try eventually { try onLoop(loop) { server.value.rejectedConnections } == 1 })
+        #expect(inbox.messages.allSatisfy { $0.from == 2 })
+        try onLoop(loop) { server.value.close(); first.value.close(); second.value.close() }
+    }
+
     @Test func frameDecoderIsTotalOnSplitInput() throws {
         var decoder = FrameDecoder(maxFrameBytes: 1024)
         let frames = [[UInt8](repeating: 1, count: 10), [2], [UInt8](repeating: 3, count: 1000)]
