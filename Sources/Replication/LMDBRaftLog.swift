@@ -1,0 +1,274 @@
+// The Raft log on LMDB. `LMDBRaftLog` is the core's `RaftLogStorage` on the loop thread: the
+// durable entries are read from LMDB, entries not yet persisted sit in memory in front of
+// them (etcd's "unstable"). `RaftLogWriter` is the disk thread's side: one write transaction
+// per persisted batch (truncate a conflicting suffix, append, store the hard state).
+// Stable keys follow hashicorp/raft's names where it has one.
+import RaftCore
+import Storage
+
+enum RaftStableKey {
+    static let currentTerm = "CurrentTerm"
+    static let lastVoteCandidate = "LastVoteCand"
+    static let commitIndex = "CommitIndex"
+    static let snapshotIndex = "SnapshotIndex"
+    static let snapshotTerm = "SnapshotTerm"
+    static let snapshotConfiguration = "SnapshotConfiguration"
+    static let addressBook = "AddressBook"
+}
+
+extension EntryKind {
+    var storedKind: LogEntryKind {
+        switch self {
+        case .normal: return .command
+        case .noop: return .noop
+        case .configuration: return .configuration
+        }
+    }
+}
+
+extension Entry {
+    init(_ stored: LogEntry) {
+        let kind: EntryKind
+        switch stored.kind {
+        case .command: kind = .normal
+        case .noop: kind = .noop
+        case .configuration: kind = .configuration
+        }
+        self.init(index: stored.index, term: stored.term, kind: kind, data: stored.data)
+    }
+    var stored: LogEntry { LogEntry(index: index, term: term, kind: kind.storedKind, data: data) }
+}
+
+/// NodeID → "host:port", stored as count u64, then per server: id u64, length u64, UTF-8.
+enum AddressBookCodec {
+    static func encode(_ book: [NodeID: String]) -> [UInt8] {
+        var bytes = UInt64(book.count).bigEndianBytes
+        for (id, address) in book.sorted(by: { $0.key < $1.key }) {
+            bytes += id.bigEndianBytes
+            let utf8 = Array(address.utf8)
+            bytes += UInt64(utf8.count).bigEndianBytes
+            bytes += utf8
+        }
+        return bytes
+    }
+
+    static func decode(_ bytes: [UInt8]) throws(StorageError) -> [NodeID: String] {
+        var offset = 0
+        func u64() throws(StorageError) -> UInt64 {
+            guard offset + 8 <= bytes.count, let v = UInt64(bigEndianBytes: bytes[offset ..< offset + 8]) else {
+                throw .corrupt("address book truncated at byte \(offset)")
+            }
+            offset += 8
+            return v
+        }
+        let count = try u64()
+        var book: [NodeID: String] = [:]
+        for _ in 0 ..< min(count, UInt64(bytes.count)) {
+            let id = try u64()
+            let length = try u64()
+            guard length <= UInt64(bytes.count - offset) else { throw .corrupt("address book entry overruns the value") }
+            book[id] = String(decoding: bytes[offset ..< offset + Int(length)], as: UTF8.self)
+            offset += Int(length)
+        }
+        guard book.count == count, offset == bytes.count else { throw .corrupt("address book has trailing bytes") }
+        return book
+    }
+}
+
+/// What a restarting server finds in its log environment.
+struct RecoveredRaftState {
+    var hardState: HardState
+    var snapshot: SnapshotMetadata
+    var addressBook: [NodeID: String]
+    var lastIndex: UInt64
+}
+
+/// The disk thread's writer. Created before the loop starts, then owned by the disk thread.
+final class RaftLogWriter {
+    let environment: Environment
+    let logStore: LogStore
+    private let logDatabase: Database
+    private let stableDatabase: Database
+
+    init(environment: Environment) throws {
+        self.environment = environment
+        logStore = try LogStore(environment: environment)
+        logDatabase = try environment.openDatabase("log")
+        stableDatabase = try environment.openDatabase("stable")
+    }
+
+    /// Reads the hard state, snapshot point and address book; on an empty log with
+    /// `bootstrap`, first writes the initial configuration (voters = the bootstrap servers).
+    func recover(bootstrap: [NodeID: String]?) throws -> RecoveredRaftState {
+        let stable = try StableStore(environment: environment)
+        if try stable.bytes(RaftStableKey.snapshotConfiguration) == nil, logStore.lastIndex == 0,
+           let bootstrap, !bootstrap.isEmpty {
+            let configuration = Configuration(voters: Array(bootstrap.keys))
+            let stableDatabase = self.stableDatabase
+            try environment.write { txn in
+                try txn.put(stableDatabase, key: Array(RaftStableKey.snapshotIndex.utf8), value: UInt64(0).bigEndianBytes)
+                try txn.put(stableDatabase, key: Array(RaftStableKey.snapshotTerm.utf8), value: UInt64(0).bigEndianBytes)
+                try txn.put(stableDatabase, key: Array(RaftStableKey.snapshotConfiguration.utf8), value: configuration.encoded())
+                try txn.put(stableDatabase, key: Array(RaftStableKey.addressBook.utf8), value: AddressBookCodec.encode(bootstrap))
+            }
+        }
+        let term = try stable.uint64(RaftStableKey.currentTerm) ?? 0
+        let vote = try stable.uint64(RaftStableKey.lastVoteCandidate) ?? 0
+        var commit = try stable.uint64(RaftStableKey.commitIndex) ?? 0
+        // The commit index need not be durable (Figure 2 keeps it volatile); never trust it past the log.
+        commit = min(commit, logStore.lastIndex)
+        var configuration = Configuration(voters: [])
+        if let bytes = try stable.bytes(RaftStableKey.snapshotConfiguration) {
+            do throws(MessageDecodingError) {
+                configuration = try Configuration.decode(bytes)
+            } catch {
+                throw StorageError.corrupt("stored configuration: \(error)")
+            }
+        }
+        let snapshot = SnapshotMetadata(index: try stable.uint64(RaftStableKey.snapshotIndex) ?? 0,
+                                        term: try stable.uint64(RaftStableKey.snapshotTerm) ?? 0,
+                                        configuration: configuration)
+        guard snapshot.index == 0 else {
+            throw StorageError.corrupt("snapshot at index \(snapshot.index): snapshots are not supported yet")
+        }
+        if logStore.lastIndex > 0 && logStore.firstIndex != 1 {
+            throw StorageError.corrupt("log starts at \(logStore.firstIndex) with no snapshot before it")
+        }
+        let book = try stable.bytes(RaftStableKey.addressBook).map(AddressBookCodec.decode) ?? [:]
+        return RecoveredRaftState(hardState: HardState(term: term, votedFor: vote == 0 ? nil : vote, commitIndex: commit),
+                                  snapshot: snapshot, addressBook: book, lastIndex: logStore.lastIndex)
+    }
+
+    /// Makes one batch durable in ONE write transaction (one fsync: the environment is opened
+    /// with `.full` durability): drops the suffix from `entries[0].index` (entries that
+    /// conflict with a new leader's, §5.3), appends, stores the hard state and address book.
+    func persist(hardState: HardState?, entries: [Entry], addressBook: [NodeID: String]?) throws {
+        if hardState == nil && entries.isEmpty && addressBook == nil { return }
+        let logDatabase = self.logDatabase
+        let stableDatabase = self.stableDatabase
+        let logStore = self.logStore
+        let stored = entries.map(\.stored)
+        try environment.write { txn in
+            if let first = stored.first {
+                let cursor = try txn.cursor(logDatabase)
+                while let (key, _) = try cursor.last(), let index = UInt64(bigEndianBytes: key), index >= first.index {
+                    try txn.delete(logDatabase, key: key)
+                }
+                try logStore.append(stored, in: txn)
+            }
+            if let hardState {
+                try txn.put(stableDatabase, key: Array(RaftStableKey.currentTerm.utf8), value: hardState.term.bigEndianBytes)
+                try txn.put(stableDatabase, key: Array(RaftStableKey.lastVoteCandidate.utf8),
+                            value: (hardState.votedFor ?? 0).bigEndianBytes)
+                try txn.put(stableDatabase, key: Array(RaftStableKey.commitIndex.utf8), value: hardState.commitIndex.bigEndianBytes)
+            }
+            if let addressBook {
+                try txn.put(stableDatabase, key: Array(RaftStableKey.addressBook.utf8), value: AddressBookCodec.encode(addressBook))
+            }
+        }
+    }
+}
+
+/// The core's log on the loop thread. Loop-confined: created before the loop starts, then
+/// used only by the RaftNode that owns it and by the replicator's `stableTo`.
+final class LMDBRaftLog: RaftLogStorage {
+    private let reader: LogStore
+    private(set) var snapshot: SnapshotMetadata
+    /// Entries appended but not yet known durable; they shadow any disk entries at or after
+    /// `unstableOffset` (those may be truncated by a write still to come).
+    private var unstable: [Entry] = []
+    private var unstableOffset: UInt64
+
+    init(environment: Environment, snapshot: SnapshotMetadata, durableLastIndex: UInt64) throws {
+        reader = try LogStore(environment: environment)
+        self.snapshot = snapshot
+        unstableOffset = max(durableLastIndex, snapshot.index) + 1
+    }
+
+    var firstIndex: UInt64 { snapshot.index + 1 }
+    var lastIndex: UInt64 { unstable.last?.index ?? unstableOffset - 1 }
+    /// Entries held in memory (bounded by the core's maxUncommittedEntries plus the disk lag).
+    var unstableCount: Int { unstable.count }
+
+    func term(at index: UInt64) -> UInt64? {
+        if index == snapshot.index { return snapshot.term }
+        return entry(at: index)?.term
+    }
+
+    func entry(at index: UInt64) -> Entry? {
+        guard index > snapshot.index, index <= lastIndex else { return nil }
+        if index >= unstableOffset { return unstable[Int(index - unstableOffset)] }
+        do {
+            guard let stored = try reader.entry(at: index) else {
+                preconditionFailure("raft log: durable entry \(index) missing from LMDB")
+            }
+            return Entry(stored)
+        } catch {
+            // The log is the source of truth; serving without it would be corruption.
+            fatalError("raft log: reading entry \(index) failed: \(error)")
+        }
+    }
+
+    func entries(from: UInt64, through: UInt64, maxCount: Int, maxBytes: Int) -> [Entry] {
+        guard from <= through, from > snapshot.index, through <= lastIndex, maxCount > 0 else { return [] }
+        let last = min(through, from + UInt64(maxCount) - 1)
+        var result: [Entry] = []
+        var bytes = 0
+        if from < unstableOffset {
+            let diskLast = min(last, unstableOffset - 1)
+            let stored: [LogEntry]
+            do {
+                stored = try reader.entries(from: from, through: diskLast, maxBytes: maxBytes)
+            } catch {
+                fatalError("raft log: reading entries \(from)...\(diskLast) failed: \(error)")
+            }
+            for s in stored {
+                let e = Entry(s)
+                if !result.isEmpty, bytes + e.data.count + 24 > maxBytes { return result }
+                bytes += e.data.count + 24
+                result.append(e)
+            }
+            guard result.last?.index == diskLast else { return result }
+        }
+        var index = max(from, unstableOffset)
+        while index <= last {
+            let e = unstable[Int(index - unstableOffset)]
+            if !result.isEmpty, bytes + e.data.count + 24 > maxBytes { break }
+            bytes += e.data.count + 24
+            result.append(e)
+            index += 1
+        }
+        return result
+    }
+
+    func append(_ entries: [Entry]) {
+        guard let first = entries.first else { return }
+        precondition(first.index > snapshot.index && first.index <= lastIndex + 1, "append leaves a gap")
+        if first.index >= unstableOffset {
+            unstable.removeSubrange(Int(first.index - unstableOffset)...)
+        } else {
+            unstable = []
+            unstableOffset = first.index
+        }
+        for e in entries {
+            precondition(e.index == lastIndex + 1, "log entries must be consecutive")
+            unstable.append(e)
+        }
+    }
+
+    /// The disk thread made entries through `index` (whose entry had `term`) durable. Entries
+    /// since replaced in memory (another term at that index) stay unstable.
+    func stableTo(index: UInt64, term: UInt64) {
+        guard index >= unstableOffset, index <= lastIndex, unstable[Int(index - unstableOffset)].term == term else { return }
+        unstable.removeFirst(Int(index - unstableOffset + 1))
+        unstableOffset = index + 1
+    }
+
+    func compact(through index: UInt64, configuration: Configuration) {
+        preconditionFailure("raft log: compaction (snapshots) is not supported by the LMDB log yet")
+    }
+
+    func restore(_ snapshot: SnapshotMetadata) {
+        preconditionFailure("raft log: installing a snapshot is not supported by the LMDB log yet")
+    }
+}

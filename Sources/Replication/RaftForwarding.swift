@@ -1,0 +1,251 @@
+// Forwarding to the leader over the Raft transport. Writes: a follower sends a submitted
+// command and completes the caller once the leader answers (committed and applied on the
+// leader) or the forward times out. Reads: a follower asks the leader for a read index and
+// serves the read once it has applied that index itself (thesis §6.4.1).
+// Frames (after the transport's length prefix):
+//   request       0xF0, request id u64, origin server u64, command bytes
+//   response      0xF1, request id u64, index u64, term u64, code u8, text (UTF-8)
+//   read request  0xF3, request id u64, origin server u64
+//   read response 0xF4, as a response (a granted read index is a committed outcome's index)
+// (0xF2 is the hello frame and 0xFF the first byte of address records: see RaftMembership.)
+import RaftCore
+import StateStore
+import Storage
+
+struct ForwardingState {
+    var nextRequestID: UInt64 = 1
+    var outstanding: [UInt64: Outstanding] = [:]
+    var outstandingReads: [UInt64: OutstandingRead] = [:]
+    /// Read indexes granted by the leader that this server has not applied yet.
+    var readsWaitingForApply: [(index: UInt64, deadlineMilliseconds: UInt64, completion: (Result<UInt64, RaftCommitError>) -> Void)] = []
+
+    var count: Int { outstanding.count + outstandingReads.count + readsWaitingForApply.count }
+
+    struct OutstandingRead {
+        var leader: NodeID
+        var deadlineMilliseconds: UInt64
+        var completion: (Result<UInt64, RaftCommitError>) -> Void
+    }
+
+    struct Outstanding {
+        var leader: NodeID
+        var deadlineMilliseconds: UInt64
+        var completion: (Result<CommitOutcome, RaftCommitError>) -> Void
+    }
+}
+
+enum ForwardFrame: Equatable {
+    case request(id: UInt64, origin: NodeID, command: [UInt8])
+    case response(id: UInt64, outcome: ForwardOutcome)
+    case readRequest(id: UInt64, origin: NodeID)
+    case readResponse(id: UInt64, outcome: ForwardOutcome)
+
+    static let requestKind: UInt8 = 0xF0
+    static let responseKind: UInt8 = 0xF1
+    static let readRequestKind: UInt8 = 0xF3
+    static let readResponseKind: UInt8 = 0xF4
+
+    func encoded() -> [UInt8] {
+        switch self {
+        case let .request(id, origin, command):
+            return [Self.requestKind] + id.bigEndianBytes + origin.bigEndianBytes + command
+        case let .response(id, outcome):
+            let (index, term, code, text) = outcome.wire
+            return [Self.responseKind] + id.bigEndianBytes + index.bigEndianBytes + term.bigEndianBytes + [code] + Array(text.utf8)
+        case let .readRequest(id, origin):
+            return [Self.readRequestKind] + id.bigEndianBytes + origin.bigEndianBytes
+        case let .readResponse(id, outcome):
+            let (index, term, code, text) = outcome.wire
+            return [Self.readResponseKind] + id.bigEndianBytes + index.bigEndianBytes + term.bigEndianBytes + [code] + Array(text.utf8)
+        }
+    }
+
+    /// Total: any payload gives a frame or nil.
+    static func decode(_ bytes: [UInt8]) -> ForwardFrame? {
+        func u64(_ at: Int) -> UInt64? {
+            guard at + 8 <= bytes.count else { return nil }
+            return UInt64(bigEndianBytes: bytes[at ..< at + 8])
+        }
+        switch bytes.first {
+        case requestKind:
+            guard let id = u64(1), let origin = u64(9) else { return nil }
+            return .request(id: id, origin: origin, command: Array(bytes[17...]))
+        case readRequestKind:
+            guard let id = u64(1), let origin = u64(9), bytes.count == 17 else { return nil }
+            return .readRequest(id: id, origin: origin)
+        case responseKind, readResponseKind:
+            guard let id = u64(1), let index = u64(9), let term = u64(17), bytes.count >= 26 else { return nil }
+            let text = String(decoding: bytes[26...], as: UTF8.self)
+            guard let outcome = ForwardOutcome(index: index, term: term, code: bytes[25], text: text) else { return nil }
+            return bytes[0] == responseKind ? .response(id: id, outcome: outcome) : .readResponse(id: id, outcome: outcome)
+        default:
+            return nil
+        }
+    }
+}
+
+/// The leader's answer to a forwarded write.
+enum ForwardOutcome: Equatable {
+    case committed(CommitOutcome)
+    case failed(RaftCommitError)
+
+    init(_ result: Result<CommitOutcome, RaftCommitError>) {
+        switch result {
+        case let .success(outcome): self = .committed(outcome)
+        case let .failure(error): self = .failed(error)
+        }
+    }
+
+    var result: Result<CommitOutcome, RaftCommitError> {
+        switch self {
+        case let .committed(outcome): return .success(outcome)
+        case let .failed(error): return .failure(error)
+        }
+    }
+
+    var wire: (UInt64, UInt64, UInt8, String) {
+        switch self {
+        case let .committed(outcome):
+            switch outcome.result {
+            case .success(true): return (outcome.index, 0, 0, "")
+            case .success(false): return (outcome.index, 0, 1, "")
+            case let .failed(message): return (outcome.index, 0, 2, message)
+            }
+        case let .failed(error):
+            switch error {
+            case let .notLeader(address): return (0, 0, 10, address ?? "")
+            case let .leadershipLost(index, term): return (index, term, 11, "")
+            case .leadershipTransferInProgress: return (0, 0, 12, "")
+            case let .overloaded(pending, limit): return (UInt64(pending), UInt64(limit), 13, "")
+            case let .tooLarge(bytes, limit): return (UInt64(bytes), UInt64(limit), 14, "")
+            case let .timeout(what): return (0, 0, 15, what)
+            case let .storage(message): return (0, 0, 16, message)
+            case .closed: return (0, 0, 17, "")
+            case let .rejected(reason): return (0, 0, 18, reason)
+            }
+        }
+    }
+
+    init?(index: UInt64, term: UInt64, code: UInt8, text: String) {
+        func int(_ v: UInt64) -> Int { Int(clamping: v) }
+        switch code {
+        case 0: self = .committed(CommitOutcome(index: index, result: .success(true)))
+        case 1: self = .committed(CommitOutcome(index: index, result: .success(false)))
+        case 2: self = .committed(CommitOutcome(index: index, result: .failed(text)))
+        case 10: self = .failed(.notLeader(leaderAddress: text.isEmpty ? nil : text))
+        case 11: self = .failed(.leadershipLost(index: index, term: term))
+        case 12: self = .failed(.leadershipTransferInProgress)
+        case 13: self = .failed(.overloaded(pending: int(index), limit: int(term)))
+        case 14: self = .failed(.tooLarge(bytes: int(index), limit: int(term)))
+        case 15: self = .failed(.timeout(text))
+        case 16: self = .failed(.storage(text))
+        case 17: self = .failed(.closed)
+        case 18: self = .failed(.rejected(text))
+        default: return nil
+        }
+    }
+}
+
+extension RaftReplicator {
+    func forward(_ command: [UInt8], to leader: NodeID,
+                 completion: @escaping (Result<CommitOutcome, RaftCommitError>) -> Void) {
+        guard forwarding.count < config.maxOutstandingForwards else {
+            completion(.failure(.overloaded(pending: forwarding.count, limit: config.maxOutstandingForwards)))
+            return
+        }
+        let requestID = forwarding.nextRequestID
+        forwarding.nextRequestID += 1
+        forwarding.outstanding[requestID] = ForwardingState.Outstanding(
+            leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.forwardTimeoutMilliseconds,
+            completion: completion)
+        logger.debug("raft: forwarding write to leader", metadata: ["leader": "\(leader)", "request": "\(requestID)"])
+        transport.sendFrame(ForwardFrame.request(id: requestID, origin: id, command: command).encoded(), to: leader)
+    }
+
+    func receiveControlFrame(_ payload: [UInt8]) {
+        guard !closed else { return }
+        switch ForwardFrame.decode(payload) {
+        case let .request(requestID, origin, command):
+            // Never forward again: a leader change in between answers .notLeader instead.
+            submit(command, forwardToLeader: false) { [weak self] result in
+                guard let self, !self.closed else { return }
+                self.transport.sendFrame(ForwardFrame.response(id: requestID, outcome: ForwardOutcome(result)).encoded(),
+                                         to: origin)
+            }
+        case let .response(requestID, outcome):
+            forwarding.outstanding.removeValue(forKey: requestID)?.completion(outcome.result)
+        case let .readRequest(requestID, origin):
+            readIndex(forwardToLeader: false) { [weak self] result in
+                guard let self, !self.closed else { return }
+                let outcome = ForwardOutcome(result.map { CommitOutcome(index: $0, result: .success(true)) })
+                self.transport.sendFrame(ForwardFrame.readResponse(id: requestID, outcome: outcome).encoded(), to: origin)
+            }
+        case let .readResponse(requestID, outcome):
+            guard let read = forwarding.outstandingReads.removeValue(forKey: requestID) else { return }
+            switch outcome.result {
+            case let .success(granted):
+                waitForApply(granted.index, deadlineMilliseconds: read.deadlineMilliseconds, read.completion)
+            case let .failure(error):
+                read.completion(.failure(error))
+            }
+        case nil:
+            if receiveHello(payload) { return }
+            logger.warning("raft: undecodable control frame dropped", metadata: ["bytes": "\(payload.count)"])
+        }
+    }
+
+    /// Asks the leader for a read index; the read completes once this server applied it.
+    func forwardReadIndex(to leader: NodeID, completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        guard forwarding.count < config.maxOutstandingForwards else {
+            completion(.failure(.overloaded(pending: forwarding.count, limit: config.maxOutstandingForwards)))
+            return
+        }
+        let requestID = forwarding.nextRequestID
+        forwarding.nextRequestID += 1
+        forwarding.outstandingReads[requestID] = ForwardingState.OutstandingRead(
+            leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion: completion)
+        transport.sendFrame(ForwardFrame.readRequest(id: requestID, origin: id).encoded(), to: leader)
+    }
+
+    private func waitForApply(_ index: UInt64, deadlineMilliseconds: UInt64,
+                              _ completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        if lastAppliedIndex >= index {
+            completion(.success(index))
+        } else {
+            forwarding.readsWaitingForApply.append((index, deadlineMilliseconds, completion))
+        }
+    }
+
+    /// Serves the follower reads whose index is now applied; runs after every disk job.
+    func releaseReadsWaitingForApply() {
+        guard !forwarding.readsWaitingForApply.isEmpty else { return }
+        let ready = forwarding.readsWaitingForApply.filter { $0.index <= lastAppliedIndex }
+        forwarding.readsWaitingForApply.removeAll { $0.index <= lastAppliedIndex }
+        for read in ready { read.completion(.success(read.index)) }
+    }
+
+    func expireForwards() {
+        let now = loop.nowMilliseconds
+        for (requestID, read) in forwarding.outstandingReads where read.deadlineMilliseconds <= now {
+            forwarding.outstandingReads[requestID] = nil
+            read.completion(.failure(.timeout("leader \(read.leader) did not grant a read index within \(config.readTimeoutMilliseconds) ms")))
+        }
+        let expired = forwarding.readsWaitingForApply.filter { $0.deadlineMilliseconds <= now }
+        forwarding.readsWaitingForApply.removeAll { $0.deadlineMilliseconds <= now }
+        for read in expired { read.completion(.failure(.timeout("read index not applied here within \(config.readTimeoutMilliseconds) ms"))) }
+        guard !forwarding.outstanding.isEmpty else { return }
+        for (requestID, forward) in forwarding.outstanding where forward.deadlineMilliseconds <= now {
+            forwarding.outstanding[requestID] = nil
+            forward.completion(.failure(.timeout(
+                "leader \(forward.leader) did not answer a forwarded write within \(config.forwardTimeoutMilliseconds) ms")))
+        }
+    }
+
+    func failAllForwards() {
+        let outstanding = forwarding.outstanding
+        let reads = Array(forwarding.outstandingReads.values.map(\.completion)) + forwarding.readsWaitingForApply.map(\.completion)
+        forwarding = ForwardingState()
+        for forward in outstanding.values { forward.completion(.failure(.closed)) }
+        for read in reads { read(.failure(.closed)) }
+    }
+}

@@ -1,0 +1,70 @@
+// One disk job of the replicator: what the core handed out since the last job started
+// (group commit), and the job itself, which runs on the disk thread: one log transaction
+// (truncate, append, hard state; one fsync), then one state store transaction (apply).
+import RaftCore
+import StateStore
+
+/// What the core handed out since the last disk job started.
+struct PersistBatch {
+    var hardState: HardState?
+    var entries: [Entry] = []
+    /// Committed entries to apply, in order (commands, no-ops and configuration entries).
+    var committed: [Entry] = []
+    /// Messages that vouch for this batch's writes: sent once they are durable.
+    var heldMessages: [Message] = []
+    /// Readies to acknowledge (`advance`) once their committed entries are applied.
+    var readies: [Ready] = []
+    var addressBook: [NodeID: String]?
+
+    var hasDiskWork: Bool { hardState != nil || !entries.isEmpty || !committed.isEmpty || addressBook != nil }
+    var isEmpty: Bool { !hasDiskWork && heldMessages.isEmpty && readies.isEmpty }
+
+    mutating func add(_ ready: Ready) {
+        if let hardState = ready.hardState { self.hardState = hardState }
+        if let first = ready.entries.first {
+            // A later Ready replacing a suffix of an earlier one (a conflict, §5.3).
+            if let base = entries.first?.index, first.index <= (entries.last?.index ?? 0) {
+                if first.index <= base { entries = [] } else { entries.removeSubrange(Int(first.index - base)...) }
+            }
+            entries.append(contentsOf: ready.entries)
+        }
+        committed.append(contentsOf: ready.committedEntries)
+        var kept = ready
+        kept.entries = []
+        kept.messages = []
+        readies.append(kept)
+    }
+}
+
+struct DiskJob: Sendable {
+    var hardState: HardState?
+    var entries: [Entry]
+    var commands: [Entry]
+    var addressBook: [NodeID: String]?
+}
+
+struct DiskJobDone: Sendable {
+    /// The indexes of the applied commands, with the state store's answer.
+    var applied: ([UInt64], AppliedBatch)?
+}
+
+extension RaftReplicator {
+    /// Runs on the disk thread: one log transaction (fsync), then one state transaction.
+    static func run(_ job: DiskJob, on side: DiskSide) -> DiskJobDone {
+        do {
+            try side.writer.persist(hardState: job.hardState, entries: job.entries, addressBook: job.addressBook)
+        } catch {
+            // The core believes these entries are in its log; without them it cannot go on.
+            fatalError("raft: failed to persist the log: \(error)")
+        }
+        guard !job.commands.isEmpty else { return DiskJobDone(applied: nil) }
+        do {
+            let applied = try side.state.apply(job.commands.map { (index: $0.index, command: $0.data) })
+            return DiskJobDone(applied: (job.commands.map(\.index), applied))
+        } catch {
+            // The entries are committed; a state store that refuses them would serve state that
+            // disagrees with the log. Stop loudly; a restart re-applies from the log.
+            fatalError("raft: state store apply failed at index \(job.commands[0].index): \(error)")
+        }
+    }
+}

@@ -1,0 +1,422 @@
+// The replicated command log of a multi-server cluster: drives a RaftNode on the loop thread
+// (ticks from a LoopTimer, messages from the RaftTransport), persists and applies on the disk
+// thread with group commit, and answers writes once committed and applied.
+// Same loop-side shape as SingleNodeLog, which it replaces for clusters.
+import EventLoop
+import Logging
+import RaftCore
+import StateStore
+import Storage
+
+/// Loop-confined, except `init`, which may run on any thread before `start` (it recovers the
+/// log and state; it does not touch the transport).
+public final class RaftReplicator {
+    public let id: NodeID
+    /// Read-only view of the state store for the loop thread (LMDB read transactions).
+    public let reader: StateStore
+    /// Called on the loop thread after each applied batch of commands (wakes blocking queries).
+    public var onApplied: ((AppliedBatch) -> Void)?
+    /// Highest log index applied here: commands, no-ops and configuration entries alike.
+    public private(set) var lastAppliedIndex: UInt64
+
+    let loop: Loop
+    let config: RaftReplicatorConfig
+    let logger: Logger
+    let transport: RaftTransport
+    let node: RaftNode
+    private let raftLog: LMDBRaftLog
+    private let logEnvironment: Environment
+    private let stateEnvironment: Environment
+    private let disk = DiskThread(name: "conclave-raft-disk")
+    private let diskSide: ThreadHandoff<DiskSide>
+    private var mailbox: LoopMailbox<DiskJobDone>?
+    private var ticker: LoopTimer?
+    var addressBook: [NodeID: String]
+    private var addressBookDirty = false
+    private(set) var started = false
+    private(set) var closed = false
+
+    /// Group commit: what the core hands out while a job is on disk forms the next job.
+    private var accumulating = PersistBatch()
+    private var inFlight: PersistBatch?
+
+    private var proposals: [UInt64: PendingProposal] = [:]
+    private var reads: [UInt64: PendingRead] = [:]
+    private var nextReadContext: UInt64 = 1
+    var forwarding = ForwardingState()
+    var membership: MembershipOperation?
+    /// Highest index each peer acknowledged to this leader (from AppendEntries answers); the
+    /// catch-up test before promoting a non-voter.
+    var matchIndex: [NodeID: UInt64] = [:]
+    /// Where this server's transport can be reached by the others.
+    private(set) var advertiseAddress: String?
+
+    private var observedRole: Role = .follower
+    private var observedLeader: NodeID?
+    private var observedConfiguration: Configuration
+
+    struct PendingProposal {
+        var term: UInt64
+        var completion: (Result<CommitOutcome, RaftCommitError>) -> Void
+    }
+
+    private struct PendingRead {
+        var deadlineMilliseconds: UInt64
+        var completion: (Result<UInt64, RaftCommitError>) -> Void
+    }
+
+    /// Disk-thread-owned stores.
+    final class DiskSide {
+        let writer: RaftLogWriter
+        let state: StateStore
+        init(writer: RaftLogWriter, state: StateStore) { self.writer = writer; self.state = state }
+    }
+
+    /// - Parameters:
+    ///   - transport: this server's transport, already listening; the replicator owns it from now
+    ///     on (it sets its handlers and closes it on `close`).
+    ///   - bootstrap: every voter of a new cluster with its address, this server included.
+    ///     Written only when the log is empty; a restarting server recovers from its data dir.
+    ///     A server joining an existing cluster passes nil and is added by the leader's `addServer`.
+    ///   - advertiseAddress: this server's "host:port" for the others; defaults to its bootstrap
+    ///     entry, else 127.0.0.1 and the transport's port.
+    public init(id: NodeID, loop: Loop, dataDirectory: String, transport: RaftTransport,
+                bootstrap: [NodeID: String]? = nil, advertiseAddress: String? = nil,
+                config: RaftReplicatorConfig = RaftReplicatorConfig(), logger: Logger) throws {
+        try config.validate()
+        precondition(id != 0, "raft: server id 0 is reserved (it stands for 'no vote')")
+        self.id = id
+        self.loop = loop
+        self.config = config
+        var logger = logger
+        logger[metadataKey: "server"] = "\(id)"
+        self.logger = logger
+        self.transport = transport
+        logEnvironment = try Environment(directory: DataLayout.logDirectory(dataDirectory), durability: .full)
+        stateEnvironment = try Environment(directory: DataLayout.stateDirectory(dataDirectory), durability: .noMetaSync)
+        let writer = try RaftLogWriter(environment: logEnvironment)
+        let recovered = try writer.recover(bootstrap: bootstrap)
+        raftLog = try LMDBRaftLog(environment: logEnvironment, snapshot: recovered.snapshot,
+                                  durableLastIndex: recovered.lastIndex)
+        let state = try StateStore(environment: stateEnvironment)
+        reader = try StateStore(environment: stateEnvironment)
+        lastAppliedIndex = try state.appliedIndex()
+        addressBook = recovered.addressBook
+        self.advertiseAddress = advertiseAddress
+        diskSide = ThreadHandoff(value: DiskSide(writer: writer, state: state))
+        node = RaftNode(id: id, config: config.raft, log: raftLog, hardState: recovered.hardState,
+                        seed: config.seed ?? UInt64.random(in: 1 ... .max))
+        observedConfiguration = node.configuration
+        logger.info("raft: initial configuration", metadata: [
+            "index": "\(node.configurationIndex)", "voters": "\(node.configuration.voters)",
+            "non_voters": "\(node.configuration.nonVoters)", "term": "\(node.term)",
+            "last_index": "\(node.lastIndex)"])
+    }
+
+    /// Must run on the loop thread before anything else.
+    public func start() {
+        loop.assertInLoopThread()
+        guard !started, !closed else { return }
+        started = true
+        mailbox = LoopMailbox<DiskJobDone>(loop: loop) { [weak self] done in
+            for item in done { self?.jobFinished(item) }
+        }
+        for (peer, address) in addressBook where peer != id { transport.setAddress(address, for: peer) }
+        let ownAddress = advertiseAddress ?? addressBook[id] ?? "127.0.0.1:\(transport.port)"
+        advertiseAddress = ownAddress
+        if addressBook[id] != ownAddress {
+            addressBook[id] = ownAddress
+            markAddressBookDirty()
+        }
+        transport.connectionPreamble = HelloFrame(id: id, address: ownAddress).encoded()
+        transport.onMessage = { [weak self] message in self?.receive(message) }
+        transport.onControlFrame = { [weak self] payload in self?.receiveControlFrame(payload) }
+        let ticker = LoopTimer(loop: loop)
+        ticker.start(afterMilliseconds: config.tickIntervalMilliseconds,
+                     repeatMilliseconds: config.tickIntervalMilliseconds) { [weak self] in self?.tick() }
+        self.ticker = ticker
+        logger.info("raft: entering follower state", metadata: ["term": "\(node.term)"])
+        drain()
+    }
+
+    // MARK: State
+
+    public var isLeader: Bool { node.role == .leader }
+    public var term: UInt64 { node.term }
+    public var leaderID: NodeID? { node.leader }
+    /// The leader's address ("host:port" of its Raft transport), when one is known.
+    public var leaderAddress: String? { node.leader.flatMap { addressBook[$0] } }
+    /// Every member of the current configuration (voters and non-voters) with its address.
+    public var peers: [NodeID: String] {
+        Dictionary(uniqueKeysWithValues: node.configuration.members.map { ($0, addressBook[$0] ?? "") })
+    }
+    public var configuration: Configuration { node.configuration }
+    public var commitIndex: UInt64 { node.commitIndex }
+
+    // MARK: Client calls
+
+    /// Proposes a command. The completion runs on the loop thread once the command is committed
+    /// and applied here (or failed). On a follower the write is forwarded to the leader when
+    /// `forwardToLeader` (default: `config.forwardWritesToLeader`) is true and a leader is
+    /// known; otherwise it fails fast with `.notLeader(leaderAddress)`.
+    public func submit(_ command: [UInt8], forwardToLeader: Bool? = nil,
+                       completion: @escaping (Result<CommitOutcome, RaftCommitError>) -> Void) {
+        loop.assertInLoopThread()
+        guard started, !closed else { completion(.failure(.closed)); return }
+        guard command.first != AddressRecord.firstByte else {
+            completion(.failure(.rejected("commands may not start with byte \(AddressRecord.firstByte), reserved for Raft")))
+            return
+        }
+        guard proposals.count < config.maxPendingProposals else {
+            completion(.failure(.overloaded(pending: proposals.count, limit: config.maxPendingProposals)))
+            return
+        }
+        switch node.propose(command) {
+        case let .accepted(index, term):
+            // An earlier proposal at this index was overwritten by another term before this
+            // server led again (expireWaiters had no tick in between to notice).
+            if let stale = proposals.updateValue(PendingProposal(term: term, completion: completion), forKey: index) {
+                stale.completion(.failure(.leadershipLost(index: index, term: stale.term)))
+            }
+            drain()
+        case let .notLeader(leader):
+            if forwardToLeader ?? config.forwardWritesToLeader, let leader, leader != id {
+                forward(command, to: leader, completion: completion)
+            } else {
+                completion(.failure(.notLeader(leaderAddress: leader.flatMap { addressBook[$0] })))
+            }
+        case .leadershipTransferInProgress:
+            completion(.failure(.leadershipTransferInProgress))
+        case let .tooLarge(bytes, limit):
+            completion(.failure(.tooLarge(bytes: bytes, limit: limit)))
+        case let .tooManyUncommitted(limit):
+            completion(.failure(.overloaded(pending: limit, limit: limit)))
+        case .configurationChangeInProgress, .invalidConfigurationChange:
+            preconditionFailure("propose answered with a configuration-change result")
+        }
+    }
+
+    /// A linearizable read point (thesis §6.4): completes with an index once the leader was
+    /// confirmed by a quorum and this server has applied that index; reads of `reader` are
+    /// then consistent (Consul's `?consistent`). A follower asks the leader for the index
+    /// (§6.4.1) when `forwardToLeader` (default: `config.forwardWritesToLeader`) is true,
+    /// else fails with `.notLeader(leaderAddress)`.
+    public func readIndex(forwardToLeader: Bool? = nil, completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        loop.assertInLoopThread()
+        guard started, !closed else { completion(.failure(.closed)); return }
+        guard reads.count < config.maxPendingReads else {
+            completion(.failure(.overloaded(pending: reads.count, limit: config.maxPendingReads)))
+            return
+        }
+        let context = nextReadContext
+        nextReadContext += 1
+        switch node.readIndex(context: context) {
+        case .pending:
+            reads[context] = PendingRead(deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds,
+                                         completion: completion)
+            drain()
+        case let .notLeader(leader):
+            if forwardToLeader ?? config.forwardWritesToLeader, let leader, leader != id {
+                forwardReadIndex(to: leader, completion: completion)
+            } else {
+                completion(.failure(.notLeader(leaderAddress: leader.flatMap { addressBook[$0] })))
+            }
+        case let .tooManyPendingReads(limit):
+            completion(.failure(.overloaded(pending: limit, limit: limit)))
+        }
+    }
+
+    // MARK: Inputs
+
+    private func tick() {
+        guard !closed else { return }
+        node.tick()
+        expireWaiters()
+        drain()
+    }
+
+    private func receive(_ message: Message) {
+        guard !closed, message.to == id else { return }
+        if case let .appendEntriesResponse(response) = message.body, response.success, node.role == .leader,
+           message.term == node.term {
+            matchIndex[message.from] = max(matchIndex[message.from] ?? 0, response.index)
+        }
+        logger.debug("raft: message received", metadata: ["from": "\(message.from)", "term": "\(message.term)"])
+        node.step(message)
+        drain()
+    }
+
+    /// Fails reads past their deadline, and proposals whose entry is no longer in this
+    /// server's log as proposed (another leader overwrote or truncated it).
+    private func expireWaiters() {
+        if !reads.isEmpty {
+            let now = loop.nowMilliseconds
+            for (context, read) in reads where read.deadlineMilliseconds <= now {
+                reads[context] = nil
+                read.completion(.failure(.timeout("no quorum confirmed the read in \(config.readTimeoutMilliseconds) ms")))
+            }
+        }
+        if !proposals.isEmpty, node.role != .leader {
+            for (index, proposal) in proposals where node.term(at: index) != proposal.term {
+                proposals[index] = nil
+                proposal.completion(.failure(.leadershipLost(index: index, term: proposal.term)))
+            }
+        }
+        expireForwards()
+        advanceMembership()
+    }
+
+    // MARK: Ready
+
+    /// Takes everything the core produced: sends what may go now, queues the rest for the
+    /// next disk job, serves confirmed reads, and starts a disk job if none is running.
+    func drain() {
+        guard started, !closed else { return }
+        // Past the bound, the rest waits for the job that is about to start (or is running):
+        // its completion drains again.
+        while accumulating.committed.count < config.maxApplyEntriesPerBatch, let ready = node.ready() {
+            precondition(ready.snapshot == nil, "raft: installing snapshots is not supported yet")
+            for out in ready.messages {
+                if out.mayPrecedePersistence {
+                    transport.send(out.message)
+                } else {
+                    accumulating.heldMessages.append(out.message)
+                }
+            }
+            accumulating.add(ready)
+            for read in ready.readStates {
+                reads.removeValue(forKey: read.context)?.completion(.success(read.index))
+            }
+        }
+        observeState()
+        startJobIfIdle()
+    }
+
+    private func startJobIfIdle() {
+        guard inFlight == nil, !closed, let mailbox else { return }
+        if addressBookDirty {
+            accumulating.addressBook = addressBook
+            addressBookDirty = false
+        }
+        guard !accumulating.isEmpty else { return }
+        let batch = accumulating
+        accumulating = PersistBatch()
+        inFlight = batch
+        guard batch.hasDiskWork else {
+            // Nothing to write and no job on disk: every earlier write is durable already.
+            jobFinished(DiskJobDone(applied: nil))
+            return
+        }
+        let job = DiskJob(hardState: batch.hardState, entries: batch.entries,
+                          commands: batch.committed.filter {
+                              $0.kind == .normal && $0.index > lastAppliedIndex && !AddressRecord.isRecord($0)
+                          },
+                          addressBook: batch.addressBook)
+        let side = diskSide
+        disk.submit { mailbox.send(Self.run(job, on: side.value)) }
+    }
+
+    private func jobFinished(_ done: DiskJobDone) {
+        guard !closed, let batch = inFlight else { return }
+        inFlight = nil
+        if let last = batch.entries.last {
+            raftLog.stableTo(index: last.index, term: last.term)
+            node.persisted(upTo: last.index, term: last.term)
+        }
+        for message in batch.heldMessages { transport.send(message) }
+        var results: [UInt64: ApplyResult] = [:]
+        if let (indexes, applied) = done.applied {
+            for (index, result) in zip(indexes, applied.results) { results[index] = result }
+        }
+        for entry in batch.committed {
+            lastAppliedIndex = max(lastAppliedIndex, entry.index)
+            guard let proposal = proposals.removeValue(forKey: entry.index) else { continue }
+            if proposal.term == entry.term {
+                proposal.completion(.success(CommitOutcome(index: entry.index,
+                                                           result: results[entry.index] ?? .failed("not applied"))))
+            } else {
+                proposal.completion(.failure(.leadershipLost(index: entry.index, term: proposal.term)))
+            }
+        }
+        for ready in batch.readies { node.advance(ready) }
+        if let (_, applied) = done.applied, !applied.results.isEmpty { onApplied?(applied) }
+        if !batch.committed.isEmpty {
+            committedEntriesApplied(batch.committed)
+            releaseReadsWaitingForApply()
+        }
+        drain()
+    }
+
+    /// Logs role, leader and membership changes in Consul's words.
+    private func observeState() {
+        let role = node.role
+        if role != observedRole {
+            let meta: Logger.Metadata = ["term": "\(node.term)"]
+            switch role {
+            case .leader:
+                matchIndex = [:]
+                logger.info("raft: election won", metadata: meta)
+                logger.info("raft: entering leader state", metadata: meta)
+            case .follower:
+                if observedRole == .leader { logger.info("raft: leadership lost", metadata: meta) }
+                logger.info("raft: entering follower state", metadata: meta)
+            case .preCandidate:
+                logger.info("raft: heartbeat timeout reached, starting election", metadata: meta)
+            case .candidate:
+                if observedRole == .follower { logger.info("raft: heartbeat timeout reached, starting election", metadata: meta) }
+                logger.info("raft: entering candidate state", metadata: meta)
+            }
+            observedRole = role
+        }
+        if node.leader != observedLeader {
+            observedLeader = node.leader
+            if let leader = node.leader, leader != id {
+                logger.info("raft: new leader", metadata: ["leader": "\(leader)", "address": "\(addressBook[leader] ?? "unknown")",
+                                                           "term": "\(node.term)"])
+            }
+        }
+        let configuration = node.configuration
+        if configuration != observedConfiguration {
+            if role == .leader {
+                for added in configuration.members where !observedConfiguration.isMember(added) {
+                    logger.info("raft: added peer, starting replication", metadata: ["peer": "\(added)"])
+                }
+                for removed in observedConfiguration.members where !configuration.isMember(removed) {
+                    logger.info("raft: removed peer, stopping replication", metadata: ["peer": "\(removed)"])
+                }
+            }
+            logger.info("raft: configuration changed", metadata: [
+                "voters": "\(configuration.voters)", "non_voters": "\(configuration.nonVoters)"])
+            observedConfiguration = configuration
+        }
+    }
+
+    func markAddressBookDirty() { addressBookDirty = true }
+
+    // MARK: Closing
+
+    /// Fails everything waiting, lets the disk job finish, stops the disk thread, closes the
+    /// transport and the environments. Runs on the loop thread.
+    public func close() {
+        loop.assertInLoopThread()
+        guard !closed else { return }
+        closed = true
+        ticker?.close()
+        ticker = nil
+        transport.close()
+        let waiting = proposals
+        proposals = [:]
+        for proposal in waiting.values { proposal.completion(.failure(.closed)) }
+        let waitingReads = reads
+        reads = [:]
+        for read in waitingReads.values { read.completion(.failure(.closed)) }
+        failAllForwards()
+        failMembership(.closed)
+        disk.stop()
+        mailbox?.close()
+        mailbox = nil
+        logEnvironment.close()
+        stateEnvironment.close()
+        logger.info("raft: shut down")
+    }
+}

@@ -1,0 +1,106 @@
+// The one Config of the multi-server replicator (timing, the core's limits, the transport's,
+// and the replicator's own queues), and the errors its callers see.
+import RaftCore
+
+public struct RaftReplicatorConfig: Sendable, Equatable {
+    /// The core's tunables; its timing is in ticks of `tickIntervalMilliseconds`.
+    public var raft = RaftConfig()
+    /// Length of one Raft tick. 100 ms × electionTicks 10 gives a 1–2 s election timeout and
+    /// 100 ms heartbeats, close to Consul's defaults (raft_multiplier 1: 1 s heartbeat timeout).
+    public var tickIntervalMilliseconds: UInt64 = 100
+    public var transport = RaftTransportConfig()
+    /// Proposals accepted by the core and waiting to be applied; beyond this submit fails fast
+    /// with `.overloaded`. At most the core's maxUncommittedEntries can be uncommitted anyway.
+    public var maxPendingProposals: Int = 8192
+    /// Committed entries gathered into one disk job; the rest wait for the next (bounds the
+    /// memory of a restart's replay, which hands out the whole committed log again).
+    public var maxApplyEntriesPerBatch: Int = 8192
+    /// ReadIndex requests waiting; the core bounds its own share with raft.maxPendingReads.
+    public var maxPendingReads: Int = 4096
+    /// A read not confirmed within this fails with `.timeout` (a deposed leader drops its
+    /// unconfirmed reads without answering).
+    public var readTimeoutMilliseconds: UInt64 = 5_000
+    /// A follower forwards writes, and read-index requests, to the leader (Consul's servers
+    /// forward) instead of failing them with `.notLeader`.
+    public var forwardWritesToLeader = true
+    /// Writes and reads a follower has forwarded to the leader at once; more fail fast with
+    /// `.overloaded`.
+    public var maxOutstandingForwards: Int = 1024
+    /// A forwarded write without an answer in this time fails with `.timeout` (its outcome is
+    /// then unknown: it may still commit).
+    public var forwardTimeoutMilliseconds: UInt64 = 5_000
+    /// An addServer or removeServer that has not completed in this time fails with `.timeout`
+    /// (the change may still complete later).
+    public var membershipChangeTimeoutMilliseconds: UInt64 = 60_000
+    /// Seed of the core's election-timeout randomness; nil draws one.
+    public var seed: UInt64?
+
+    public init() {}
+
+    /// For in-process tests: 10 ms ticks (100–200 ms election timeouts).
+    public static func fastForTests() -> RaftReplicatorConfig {
+        var config = RaftReplicatorConfig()
+        config.tickIntervalMilliseconds = 10
+        config.transport.reconnectInitialDelayMilliseconds = 5
+        config.transport.reconnectMaxDelayMilliseconds = 100
+        config.forwardTimeoutMilliseconds = 2_000
+        config.readTimeoutMilliseconds = 2_000
+        config.membershipChangeTimeoutMilliseconds = 10_000
+        return config
+    }
+
+    public func validate() throws(ReplicationConfigError) {
+        do throws(RaftConfigError) {
+            try raft.validate()
+        } catch {
+            throw .invalid("raft.\(error.description)")
+        }
+        try transport.validate()
+        guard tickIntervalMilliseconds > 0 else { throw .invalid("tickIntervalMilliseconds must be > 0") }
+        guard maxPendingProposals > 0 else { throw .invalid("maxPendingProposals must be > 0") }
+        guard maxApplyEntriesPerBatch >= raft.maxApplyEntriesPerReady else {
+            throw .invalid("maxApplyEntriesPerBatch must be >= raft.maxApplyEntriesPerReady")
+        }
+        guard maxPendingReads > 0 else { throw .invalid("maxPendingReads must be > 0") }
+        guard readTimeoutMilliseconds > 0 else { throw .invalid("readTimeoutMilliseconds must be > 0") }
+        guard maxOutstandingForwards >= 0 else { throw .invalid("maxOutstandingForwards must be >= 0") }
+        guard forwardTimeoutMilliseconds > 0 else { throw .invalid("forwardTimeoutMilliseconds must be > 0") }
+        guard membershipChangeTimeoutMilliseconds > 0 else {
+            throw .invalid("membershipChangeTimeoutMilliseconds must be > 0")
+        }
+    }
+}
+
+/// Why a write or a consistent read did not complete.
+public enum RaftCommitError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// This server is not the leader; the leader's address when one is known.
+    case notLeader(leaderAddress: String?)
+    /// The entry proposed at `index` in `term` was replaced by another leader's entry.
+    case leadershipLost(index: UInt64, term: UInt64)
+    case leadershipTransferInProgress
+    case overloaded(pending: Int, limit: Int)
+    case tooLarge(bytes: Int, limit: Int)
+    /// No answer in time; a write's outcome is unknown.
+    case timeout(String)
+    case storage(String)
+    case closed
+    /// The request cannot be carried out as asked (an invalid membership change, a command
+    /// using the replicator's reserved first byte).
+    case rejected(String)
+
+    public var description: String {
+        switch self {
+        case let .notLeader(address):
+            return address.map { "not the leader; the leader is \($0)" } ?? "not the leader and no leader is known"
+        case let .leadershipLost(index, term):
+            return "leadership lost while committing the write (index \(index), term \(term)); it was not applied"
+        case .leadershipTransferInProgress: return "leadership transfer in progress; retry shortly"
+        case let .overloaded(pending, limit): return "too many requests in flight (\(pending), limit \(limit)); retry later"
+        case let .tooLarge(bytes, limit): return "command of \(bytes) bytes exceeds the limit of \(limit)"
+        case let .timeout(what): return "timed out: \(what)"
+        case let .storage(message): return "storage error: \(message)"
+        case .closed: return "the replicator is shutting down"
+        case let .rejected(reason): return "rejected: \(reason)"
+        }
+    }
+}
