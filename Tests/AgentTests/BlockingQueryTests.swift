@@ -43,17 +43,20 @@ struct BlockingQueryTests {
         #expect(response.entries.first?["Value"] as? String == "djI=")
     }
 
-    @Test func parkedGetIgnoresOtherKeysAndTimesOutWithTheSameIndex() throws {
+    @Test func parkedListIgnoresWritesOutsideItsPrefixAndTimesOutWithTheSameIndex() throws {
         let agent = try TestAgent()
         defer { agent.stop() }
-        _ = try agent.request("PUT", "/v1/kv/a", body: [1])
-        let index = try #require(try agent.request("GET", "/v1/kv/a").consulIndex)
-        let parked = BackgroundRequest(port: agent.port, path: "/v1/kv/a?index=\(index)&wait=600ms")
-        _ = try agent.request("PUT", "/v1/kv/prefix-of-nothing/b", body: [1])
+        _ = try agent.request("PUT", "/v1/kv/a/x", body: [1])
+        // A list's index is the prefix's own (not the table's), so the unrelated write below
+        // cannot wake it whether it lands before or after the request arrives.
+        let index = try #require(try agent.request("GET", "/v1/kv/a/?recurse").consulIndex)
+        let parked = BackgroundRequest(port: agent.port, path: "/v1/kv/a/?recurse&index=\(index)&wait=600ms")
+        _ = try agent.request("PUT", "/v1/kv/elsewhere/b", body: [1])
         #expect(parked.finished(within: 10_000))
-        // A write to another key does not wake it: it ran to its wait (600ms, plus jitter).
+        // It ran to its wait (600ms, plus jitter).
         #expect(parked.elapsedMilliseconds >= 590)
         #expect(parked.response?.status == 200)
+        #expect(parked.response?.consulIndex == index)
     }
 
     @Test func waitIsHonouredForAMissingKey() throws {
