@@ -6,7 +6,7 @@ import HTTP
 enum KVCommands {
     static func run(_ arguments: [String]) -> Int32 {
         guard let sub = arguments.first else {
-            printError("Usage: conclave kv <subcommand> [options] [args]\n\nSubcommands: delete, get, put")
+            printError("Usage: conclave kv <subcommand> [options] [args]\n\nSubcommands: delete, export, get, import, put")
             return 1
         }
         let rest = Array(arguments.dropFirst())
@@ -15,8 +15,10 @@ enum KVCommands {
             case "get": return try get(rest)
             case "put": return try put(rest)
             case "delete": return try delete(rest)
+            case "export": return try export(rest)
+            case "import": return try importEntries(rest)
             default:
-                printError("Unknown kv subcommand \"\(sub)\": use get, put or delete")
+                printError("Unknown kv subcommand \"\(sub)\": use get, put, delete, export or import")
                 return 1
             }
         } catch {
@@ -150,6 +152,63 @@ enum KVCommands {
             return 1
         }
         print(flags.flag("recurse") ? "Success! Deleted keys with prefix: \(key)" : "Success! Deleted key: \(key)")
+        return 0
+    }
+
+    /// `kv export [PREFIX]`: Consul's export format, a JSON array of {"key", "flags",
+    /// "value" (base64)} indented with tabs, for `kv import` into any cluster.
+    private static func export(_ arguments: [String]) throws -> Int32 {
+        let flags = FlagSet(command: "kv export")
+        APIFlags.define(on: flags)
+        let args = try flags.parse(arguments)
+        guard args.count <= 1 else { throw FlagError(description: "Too many arguments (expected 0 or 1, got \(args.count))") }
+        var client = try APIFlags.client(flags)
+        let response = try client.request(method: "GET", path: URLText.kvPath(args.first ?? "", query: APIFlags.queryItems(flags) + ["recurse"]))
+        var entries: [Entry] = []
+        if response.status != 404 {
+            try APIFlags.check(response)
+            entries = try decodeEntries(response.body)
+        }
+        var lines = ["["]
+        for (i, entry) in entries.enumerated() {
+            var key: [UInt8] = []
+            JSONText.appendQuoted(entry.key, to: &key)
+            lines.append("\t{")
+            lines.append("\t\t\"key\": \(String(decoding: key, as: UTF8.self)),")
+            lines.append("\t\t\"flags\": \(entry.flags),")
+            lines.append("\t\t\"value\": \"\(Base64.encode(entry.value))\"")
+            lines.append(i == entries.count - 1 ? "\t}" : "\t},")
+        }
+        lines.append("]")
+        print(lines.joined(separator: "\n"))
+        return 0
+    }
+
+    /// `kv import [-prefix=P] [DATA|-|@file]`: writes every entry of an export, in order;
+    /// the first failure stops the import with the key it failed on.
+    private static func importEntries(_ arguments: [String]) throws -> Int32 {
+        let flags = FlagSet(command: "kv import")
+        APIFlags.define(on: flags)
+        flags.string("prefix", "Key prefix for imported data. The default is the root.")
+        let args = try flags.parse(arguments)
+        guard args.count <= 1 else { throw FlagError(description: "Too many arguments (expected 0 or 1, got \(args.count))") }
+        let data = try readData(args.first ?? "-")
+        guard let list = try? JSONSerialization.jsonObject(with: Data(data)) as? [[String: Any]] else {
+            throw FlagError(description: "Cannot unmarshal data: expected a JSON array of {\"key\", \"flags\", \"value\"} objects")
+        }
+        let prefix = flags.string("prefix") ?? ""
+        var client = try APIFlags.client(flags)
+        for item in list {
+            guard let key = item["key"] as? String else { throw FlagError(description: "Cannot import an entry without a \"key\"") }
+            let flagsValue = (item["flags"] as? NSNumber)?.uint64Value ?? 0
+            guard let value = Base64.decode((item["value"] as? String) ?? "") else {
+                throw FlagError(description: "Cannot base 64 decode value for \(key)")
+            }
+            let target = prefix + key
+            let response = try client.request(method: "PUT", path: URLText.kvPath(target, query: APIFlags.queryItems(flags) + ["flags=\(flagsValue)"]), body: value)
+            do { try APIFlags.check(response) } catch { throw FlagError(description: "Error! Failed writing data for key \(target): \(error)") }
+            print("Imported: \(target)")
+        }
         return 0
     }
 

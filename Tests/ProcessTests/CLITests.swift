@@ -98,3 +98,42 @@ struct CLITests {
         #expect(!FileManager.default.fileExists(atPath: path))
     }
 }
+
+@Suite("CLI: kv export and import", .serialized)
+struct KVExportImportTests {
+    @Test func exportThenImportCopiesATreeWithFlagsAndBinaryValues() throws {
+        let sourceDir = temporaryDataDir("export"), targetDir = temporaryDataDir("import")
+        defer { try? FileManager.default.removeItem(atPath: sourceDir); try? FileManager.default.removeItem(atPath: targetDir) }
+        let source = try AgentProcess(dataDir: sourceDir)
+        defer { _ = source.terminate() }
+        let target = try AgentProcess(dataDir: targetDir)
+        defer { _ = target.terminate() }
+        var client = source.client()
+        _ = try client.request(method: "PUT", path: "/v1/kv/app/config?flags=7", body: Array("{\"a\": \"b\\n\"}".utf8))
+        _ = try client.request(method: "PUT", path: "/v1/kv/app/binary", body: [0, 255, 10, 13])
+        _ = try client.request(method: "PUT", path: "/v1/kv/app/empty")
+        _ = try client.request(method: "PUT", path: "/v1/kv/other", body: [1])
+
+        let exported = try runCLI(["kv", "export", "-http-addr", "127.0.0.1:\(source.httpPort)", "app/"])
+        #expect(exported.status == 0)
+        #expect(exported.stdout.hasPrefix("[\n\t{\n\t\t\"key\": \"app/binary\","))
+        let parsed = try JSONSerialization.jsonObject(with: Data(exported.stdout.utf8)) as? [[String: Any]]
+        #expect(parsed?.count == 3)
+
+        let imported = try runCLI(["kv", "import", "-http-addr", "127.0.0.1:\(target.httpPort)", "-prefix", "copy/", "-"],
+                                  stdin: exported.stdout)
+        #expect(imported.status == 0, "\(imported.stderr)")
+        #expect(imported.stdout == "Imported: copy/app/binary\nImported: copy/app/config\nImported: copy/app/empty\n")
+        var targetClient = target.client()
+        #expect(try targetClient.request(method: "GET", path: "/v1/kv/copy/app/binary?raw").body == [0, 255, 10, 13])
+        let config = try targetClient.request(method: "GET", path: "/v1/kv/copy/app/config")
+        let entry = (try JSONSerialization.jsonObject(with: Data(config.body)) as? [[String: Any]])?.first
+        #expect((entry?["Flags"] as? NSNumber)?.intValue == 7)
+        #expect(try targetClient.request(method: "GET", path: "/v1/kv/copy/app/empty").status == 200)
+        #expect(try targetClient.request(method: "GET", path: "/v1/kv/copy/other").status == 404)
+
+        let bad = try runCLI(["kv", "import", "-http-addr", "127.0.0.1:\(target.httpPort)", "{not json"])
+        #expect(bad.status == 1)
+        #expect(bad.stderr.contains("Cannot unmarshal"))
+    }
+}
