@@ -1,5 +1,5 @@
-// The agent: owns the loop, the durable log and the HTTP API, and starts and stops them
-// in order. One per process.
+// The agent: owns the loop, the replicated log (servers run Raft), the gossip pools and the
+// HTTP API, and starts and stops them in order. One per process.
 import EventLoop
 import Foundation
 import Glibc
@@ -20,7 +20,7 @@ public final class Agent: @unchecked Sendable {
     public let config: AgentConfig
     private let logger: Logger
     private let loop: Loop
-    private var log: SingleNodeLog?
+    private var serverRaft: ServerRaft?
     private var server: HTTPServer?
     private var api: HTTPAPI?
     private var gossip: AgentGossip?
@@ -64,13 +64,6 @@ public final class Agent: @unchecked Sendable {
     public func start() throws {
         try prepareDataDir()
         let nodeID = try loadOrCreateNodeID()
-        let log: SingleNodeLog
-        do {
-            log = try SingleNodeLog(loop: loop, dataDirectory: dataDir, logger: Logger(label: "agent.replication"))
-        } catch {
-            throw AgentError.startup("cannot open storage in \(dataDir): \(error)")
-        }
-        self.log = log
         printBanner(nodeID: nodeID)
         loop.start()
         let started = DispatchSemaphore(value: 0)
@@ -85,6 +78,7 @@ public final class Agent: @unchecked Sendable {
         }
         started.wait()
         if failure.message == nil && !config.startJoin.isEmpty { joinAtStart(failure) }
+        if failure.message == nil && config.server && (config.bootstrap || config.dev) { waitForOwnLeadership() }
         if let message = failure.message {
             shutdown()
             throw AgentError.startup(message)
@@ -93,22 +87,37 @@ public final class Agent: @unchecked Sendable {
     }
 
     private func startOnLoop(nodeID: String) throws {
-        guard let log else { return }
-        log.start()
-        let gossip = try AgentGossip(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir)
+        // The Raft transport listens first: its bound port goes into the gossip `port` tag.
+        if config.server {
+            let serverRaft = try ServerRaft(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir)
+            serverRaft.onReplicatorStarted = { [weak self] replicator in self?.api?.log = replicator }
+            self.serverRaft = serverRaft
+        }
+        let gossip: AgentGossip
+        do {
+            gossip = try AgentGossip(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir,
+                                     serverPort: serverRaft?.transport.port ?? 0)
+        } catch {
+            serverRaft?.close()
+            throw error
+        }
         self.gossip = gossip
+        gossip.onServerLeft = { [weak self] id in self?.serverRaft?.serverLeft(nodeID: id) }
         gossip.onServersChanged = { [weak self] servers in
             guard let self else { return }
             let callback = self.serversLock.withLock { () -> (@Sendable ([KnownServer]) -> Void)? in
                 self.liveServerSnapshot = servers
                 return self.serversChanged
             }
+            self.serverRaft?.serversChanged(servers)
             callback?(servers)
         }
         gossip.refreshServersNow()
         portLock.withLock { boundSerfPorts = (gossip.lanPort, gossip.wanPort) }
-        let api = HTTPAPI(config: config, nodeID: nodeID, loop: loop, log: log, logger: Logger(label: "agent.http"),
+        let api = HTTPAPI(config: config, nodeID: nodeID, loop: loop, logger: Logger(label: "agent.http"),
                           requestLeave: { [weak self] in self?.leaveSoon() })
+        api.serverPort = serverRaft?.transport.port ?? config.ports.server
+        api.log = serverRaft?.replicator
         api.gossip = gossip
         gossip.onUserEvent = { [weak api] in api?.blocking.notifyUserEvent() }
         self.api = api
@@ -200,8 +209,26 @@ public final class Agent: @unchecked Sendable {
         gossip?.close()
         server?.close()
         server = nil
-        log?.close()
-        log = nil
+        serverRaft?.close()
+        serverRaft = nil
+    }
+
+    /// A server that bootstrapped alone elects itself within one election timeout; wait for
+    /// that (bounded) so the agent answers writes as soon as `start` returns.
+    private func waitForOwnLeadership() {
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            let led = DispatchSemaphore(value: 0)
+            let known = StartupFailure()
+            loop.execute { [self] in
+                if self.serverRaft?.replicator?.knownLeader == true { known.set("yes") }
+                led.signal()
+            }
+            _ = led.wait(timeout: .now() + 1)
+            if known.message != nil { return }
+            usleep(10_000)
+        }
+        logger.warning("no Raft leader elected yet; writes answer 'No cluster leader' until one is")
     }
 
     /// Stops the agent; safe from any thread and more than once.

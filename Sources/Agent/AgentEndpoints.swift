@@ -3,12 +3,16 @@
 import Foundation
 import Gossip
 import HTTP
+import Replication
 
 extension HTTPAPI {
     /// The address other servers would reach this one at (Consul's advertise address).
+    var raft: RaftReplicator? { log as? RaftReplicator }
+    var isLeader: Bool { raft?.isLeader ?? false }
+
     var serverAddress: String {
         let host = (config.bindAddr == "0.0.0.0" || config.bindAddr == "::") ? "127.0.0.1" : config.bindAddr
-        return "\(host):\(config.ports.server)"
+        return "\(host):\(serverPort)"
     }
 
     func handleStatus(_ responder: HTTPResponder) {
@@ -19,9 +23,10 @@ extension HTTPAPI {
         }
         switch responder.request.path {
         case "/v1/status/leader":
-            responder.respond(.json(status: 200, jsonBytes(serverAddress)))
+            // The leader's server address; "" while none is known.
+            responder.respond(.json(status: 200, jsonBytes(log?.leaderAddress ?? "")))
         case "/v1/status/peers":
-            responder.respond(.json(status: 200, jsonBytes([serverAddress])))
+            responder.respond(.json(status: 200, jsonBytes(log?.voterAddresses ?? [])))
         default:
             responder.respond(.text(status: 404, "404 page not found"))
         }
@@ -112,17 +117,17 @@ extension HTTPAPI {
                 "build": ["version": ConclaveVersion.version, "revision": ConclaveVersion.revision, "prerelease": ""],
                 "consul": [
                     "server": String(config.server),
-                    "leader": String(config.server),
-                    "leader_addr": config.server ? serverAddress : "",
+                    "leader": String(isLeader),
+                    "leader_addr": log?.leaderAddress ?? "",
                     "bootstrap": String(config.bootstrap),
                     "known_datacenters": "1",
                 ],
                 "raft": [
-                    "state": config.server ? "Leader" : "Follower",
-                    "applied_index": String(log.lastAppliedIndex),
-                    "commit_index": String(log.lastAppliedIndex),
-                    "num_peers": "0",
-                    "term": "1",
+                    "state": isLeader ? "Leader" : "Follower",
+                    "applied_index": String(log?.lastAppliedIndex ?? 0),
+                    "commit_index": String(raft?.commitIndex ?? log?.lastAppliedIndex ?? 0),
+                    "num_peers": String(max(0, (log?.voterAddresses.count ?? 1) - 1)),
+                    "term": String(raft?.term ?? 0),
                 ],
                 "serf_lan": serfStats(gossip?.lan),
                 "serf_wan": serfStats(gossip?.wan),

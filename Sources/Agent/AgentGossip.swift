@@ -49,7 +49,11 @@ final class AgentGossip {
     /// Keyring queries this agent asked, collecting answers until their deadline.
     var keyringQueries: [QueryID: KeyringCollection] = [:]
 
-    init(loop: Loop, config: AgentConfig, nodeID: String, dataDir: String) throws {
+    /// A graceful leave of a server in the LAN pool (its node ID); the Raft leader removes it.
+    var onServerLeft: ((String) -> Void)?
+
+    /// `serverPort`: the bound Raft port, advertised in the `port` tag (servers only).
+    init(loop: Loop, config: AgentConfig, nodeID: String, dataDir: String, serverPort: Int = 0) throws {
         self.loop = loop
         self.config = config
         self.dataDir = dataDir
@@ -68,7 +72,7 @@ final class AgentGossip {
             "segment": "",
         ]
         if config.server {
-            tags["port"] = String(config.ports.server)
+            tags["port"] = String(serverPort)
             if config.bootstrap { tags["bootstrap"] = "1" }
             if config.bootstrapExpect > 0 { tags["expect"] = String(config.bootstrapExpect) }
         }
@@ -212,6 +216,9 @@ final class AgentGossip {
             logger.info("serf: EventMemberJoin: \(m.name) \(Self.host(of: m.address))")
         case .leave(let m):
             logger.info("serf: EventMemberLeave: \(m.name) \(Self.host(of: m.address))")
+            if pool == "lan", m.tags["role"] == "consul", m.tags["dc"] == config.datacenter, let id = m.tags["id"] {
+                onServerLeft?(id)
+            }
         case .failed(let m):
             logger.info("serf: EventMemberFailed: \(m.name) \(Self.host(of: m.address))")
         case .update(let m):

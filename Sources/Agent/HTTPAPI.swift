@@ -11,27 +11,32 @@ final class HTTPAPI {
     let config: AgentConfig
     let nodeID: String
     let loop: Loop
-    let log: SingleNodeLog
+    /// The replicated log; nil on clients and on a -bootstrap-expect server still waiting for
+    /// its peers (its KV and status answers then say no leader is known).
+    var log: (any ReplicatedLog)? {
+        didSet {
+            log?.onApplied = { [weak self] batch in self?.blocking.notify(changedKeys: batch.changedKeys) }
+        }
+    }
     let blocking: BlockingQueries
     let logger: Logger
     let startedAt: UInt64
     /// Asks the agent to leave and stop (PUT /v1/agent/leave).
     let requestLeave: () -> Void
     var httpPort = 0
+    /// The bound Raft port (servers).
+    var serverPort = 0
     /// The agent's gossip pools (nil only in agents built without them).
     var gossip: AgentGossip?
 
-    init(config: AgentConfig, nodeID: String, loop: Loop, log: SingleNodeLog, logger: Logger,
-         requestLeave: @escaping () -> Void) {
+    init(config: AgentConfig, nodeID: String, loop: Loop, logger: Logger, requestLeave: @escaping () -> Void) {
         self.config = config
         self.nodeID = nodeID
         self.loop = loop
-        self.log = log
         self.blocking = BlockingQueries(loop: loop)
         self.logger = logger
         self.startedAt = loop.nowMilliseconds
         self.requestLeave = requestLeave
-        log.onApplied = { [weak self] batch in self?.blocking.notify(changedKeys: batch.changedKeys) }
     }
 
     func handle(_ responder: HTTPResponder) {
@@ -123,7 +128,20 @@ final class HTTPAPI {
         wait = min(wait, Self.maxWaitMilliseconds)
         wait += UInt64.random(in: 0...(wait / 16))
         let deadline = loop.nowMilliseconds + wait
-        attempt()
+        if options.consistency == "consistent" {
+            // Linearizable: confirm the leadership and apply up to its commit index first.
+            holdForLeader({ [weak self] (done: @escaping (Result<UInt64, RaftCommitError>) -> Void) in
+                guard let log = self?.log else { done(.failure(.notLeader(leaderAddress: nil))); return }
+                log.readBarrier(completion: done)
+            }) { [weak self] result in
+                switch result {
+                case .success: attempt()
+                case .failure(let error): self?.respondCommitError(responder, error)
+                }
+            }
+        } else {
+            attempt()
+        }
 
         func attempt() {
             let result = run()
@@ -148,10 +166,49 @@ final class HTTPAPI {
     func addQueryMeta(_ response: inout HTTPResponse, index: UInt64, consistency: String) {
         // Consul never returns index 0: clients treat 0 as "no blocking".
         response.headers.add("X-Consul-Index", String(max(index, 1)))
-        // One server is always its own leader; Raft will make these real.
-        response.headers.add("X-Consul-KnownLeader", "true")
+        response.headers.add("X-Consul-KnownLeader", String(log?.knownLeader ?? false))
         response.headers.add("X-Consul-LastContact", "0")
         response.headers.add("X-Consul-Effective-Consistency", consistency)
+    }
+
+    /// Consul's rpc_hold_timeout: while no leader is known, a request is retried for up to
+    /// 7 s before it fails with "No cluster leader" (agent/consul/rpc.go).
+    static let leaderHoldMilliseconds: UInt64 = 7_000
+    static let leaderRetryMilliseconds: UInt64 = 100
+
+    /// Runs `operation`, retrying it while it fails for want of a leader, within the hold time.
+    func holdForLeader<T>(_ operation: @escaping (@escaping (Result<T, RaftCommitError>) -> Void) -> Void,
+                          completion: @escaping (Result<T, RaftCommitError>) -> Void) {
+        let deadline = loop.nowMilliseconds + Self.leaderHoldMilliseconds
+        let loop = self.loop
+        func attempt() {
+            operation { result in
+                switch result {
+                case .failure(.notLeader(nil)), .failure(.leadershipTransferInProgress):
+                    guard loop.nowMilliseconds + Self.leaderRetryMilliseconds < deadline else { completion(result); return }
+                    let timer = LoopTimer(loop: loop)
+                    timer.start(afterMilliseconds: Self.leaderRetryMilliseconds) {
+                        timer.close()
+                        attempt()
+                    }
+                default:
+                    completion(result)
+                }
+            }
+        }
+        attempt()
+    }
+
+    /// Consul's answers: no leader → 500 "No cluster leader"; too busy → 429; else 500 with why.
+    func respondCommitError(_ responder: HTTPResponder, _ error: RaftCommitError) {
+        switch error {
+        case .notLeader, .leadershipTransferInProgress:
+            responder.respond(.text(status: 500, "No cluster leader"))
+        case .overloaded:
+            responder.respond(.text(status: 429, error.description))
+        default:
+            internalError(responder, error)
+        }
     }
 
     /// Internal failures answer 500 with the reason; they never take the agent down.

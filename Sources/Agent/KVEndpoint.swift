@@ -26,7 +26,7 @@ extension HTTPAPI {
     private func kvGet(_ responder: HTTPResponder, key: String) {
         guard let options = queryOptions(responder) else { return }
         let query = responder.request.query
-        let store = log.reader
+        guard let store = log?.reader else { respondCommitError(responder, .notLeader(leaderAddress: nil)); return }
         if query.has("keys") {
             let separator = query.first("separator").flatMap { $0.isEmpty ? nil : $0 }
             blockingRead(responder, options, scope: .prefix(key)) {
@@ -183,7 +183,9 @@ extension HTTPAPI {
 
     /// Submits a write and answers Consul's `true`/`false` once it is durable and applied.
     private func commit(_ responder: HTTPResponder, _ command: KVCommand) {
-        log.submit(command.encoded()) { [weak self] outcome in
+        guard let log else { respondCommitError(responder, .notLeader(leaderAddress: nil)); return }
+        let encoded = command.encoded()
+        holdForLeader({ done in log.append(encoded, completion: done) }) { [weak self] outcome in
             switch outcome {
             case .success(let commit):
                 switch commit.result {
@@ -192,10 +194,8 @@ extension HTTPAPI {
                 case .failed(let message):
                     responder.respond(.text(status: 400, message))
                 }
-            case .failure(.overloaded(let pending, let limit)):
-                responder.respond(.text(status: 429, CommitError.overloaded(pending: pending, limit: limit).description))
             case .failure(let error):
-                self?.internalError(responder, error)
+                self?.respondCommitError(responder, error)
             }
         }
     }

@@ -21,6 +21,7 @@ final class TestAgent: @unchecked Sendable {
         config.ports.http = 0
         config.ports.serfLAN = 0
         config.ports.serfWAN = 0
+        config.ports.server = 0
         config.bindAddr = "127.0.0.1"
         configure(&config)
         var logger = Logger(label: "test-agent")

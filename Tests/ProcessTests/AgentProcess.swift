@@ -43,7 +43,7 @@ final class AgentProcess {
     private(set) var httpPort = 0
 
     convenience init(dataDir: String) throws {
-        try self.init(dataDir: dataDir, arguments: ["agent", "-server", "-bootstrap", "-node", "proc-node",
+        try self.init(dataDir: dataDir, arguments: ["agent", "-server", "-bootstrap", "-server-port", "0", "-node", "proc-node",
                                                     "-data-dir", dataDir, "-client", "127.0.0.1", "-bind", "127.0.0.1",
                                                     "-http-port", "0", "-dns-port", "-1", "-serf-lan-port", "0", "-serf-wan-port", "0",
                                                     "-log-level", "info"])

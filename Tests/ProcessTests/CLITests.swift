@@ -85,7 +85,7 @@ struct CLITests {
     }
 
     @Test func devAgentUsesATemporaryDataDirAndRemovesItOnExit() throws {
-        let agent = try AgentProcess(dataDir: "", arguments: ["agent", "-dev", "-http-port", "0", "-dns-port", "-1",
+        let agent = try AgentProcess(dataDir: "", arguments: ["agent", "-dev", "-server-port", "0", "-http-port", "0", "-dns-port", "-1",
                                                                           "-serf-lan-port", "0", "-serf-wan-port", "0"])
         let banner = agent.output.text
         let line = try #require(banner.split(separator: "\n").first { $0.contains("Data Dir:") })

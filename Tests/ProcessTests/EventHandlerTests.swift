@@ -19,7 +19,7 @@ struct EventHandlerTests {
         chmod(script, 0o755)
 
         let first = try AgentProcess(dataDir: root + "/a", arguments: [
-            "agent", "-server", "-bootstrap", "-node", "hand-a", "-data-dir", root + "/a", "-bind", "127.0.0.1",
+            "agent", "-server", "-bootstrap", "-server-port", "0", "-node", "hand-a", "-data-dir", root + "/a", "-bind", "127.0.0.1",
             "-client", "127.0.0.1", "-http-port", "0", "-dns-port", "-1", "-serf-lan-port", "0", "-serf-wan-port", "-1",
             "-event-handler", "member-join,user:deploy=\(script)"])
         defer { _ = first.terminate() }

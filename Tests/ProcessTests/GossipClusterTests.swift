@@ -12,7 +12,7 @@ extension AgentProcess {
         var arguments = ["agent", "-node", node, "-data-dir", dir, "-client", "127.0.0.1", "-bind", "127.0.0.1",
                          "-http-port", "0", "-dns-port", "-1", "-serf-lan-port", "0", "-serf-wan-port", "0",
                          "-log-level", "info"]
-        if server { arguments += ["-server"] }
+        if server { arguments += ["-server", "-server-port", "0"] }
         try self.init(dataDir: dir, arguments: arguments + extra)
     }
 

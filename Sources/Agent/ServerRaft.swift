@@ -1,0 +1,188 @@
+// A server's Raft side: the transport on bindAddr:ports.server, the RaftReplicator, and how
+// the servers alive in the LAN pool become the Raft configuration, as Consul does
+// (agent/consul/server_serf.go maybeBootstrap; leader.go reconcile of serf members).
+import EventLoop
+import Foundation
+import Logging
+import RaftCore
+import Replication
+
+/// Raft server IDs come from the node ID: the first 8 bytes of the node-id UUID, read
+/// big-endian as a UInt64 (`0` is reserved by Raft for "no vote"; an ID whose first 8 bytes
+/// are all zero becomes 1). Stable across restarts because the node ID is kept in the data dir.
+enum RaftServerID {
+    static func from(nodeID: String) -> NodeID? {
+        guard let uuid = UUID(uuidString: nodeID) else { return nil }
+        let b = uuid.uuid
+        let value = [b.0, b.1, b.2, b.3, b.4, b.5, b.6, b.7].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return value == 0 ? 1 : value
+    }
+}
+
+/// Consul's -bootstrap-expect decision, from the servers alive in the LAN pool.
+enum BootstrapDecision: Equatable {
+    /// Fewer than expected servers are alive.
+    case wait(found: Int)
+    /// A server's tags forbid bootstrapping (Consul logs the same and keeps waiting).
+    case refuse(String)
+    /// Bootstrap with exactly these voters (Raft ID → "host:serverPort").
+    case bootstrap([NodeID: String])
+
+    static func decide(expect: Int, datacenter: String, servers: [KnownServer]) -> BootstrapDecision {
+        var voters: [NodeID: String] = [:]
+        for server in servers where server.datacenter == datacenter {
+            if server.bootstrap {
+                return .refuse("Member \(server.name) has bootstrap mode. Expect disabled.")
+            }
+            if server.bootstrapExpect != expect {
+                return .refuse("Member \(server.name) has a conflicting expect value. All nodes should expect the same number.")
+            }
+            guard let id = RaftServerID.from(nodeID: server.id), server.serverPort > 0 else { continue }
+            voters[id] = "\(AgentGossip.host(of: server.gossipAddress)):\(server.serverPort)"
+        }
+        return voters.count >= expect ? .bootstrap(voters) : .wait(found: voters.count)
+    }
+}
+
+/// Loop-confined.
+final class ServerRaft {
+    let loop: Loop
+    let config: AgentConfig
+    let raftID: NodeID
+    let dataDir: String
+    let transport: RaftTransport
+    /// "host:port" the other servers reach this one at.
+    let advertiseAddress: String
+    private(set) var replicator: RaftReplicator?
+    /// Runs on the loop thread once the replicator exists (at once, or at bootstrap-expect).
+    var onReplicatorStarted: ((RaftReplicator) -> Void)?
+    private let logger = Logger(label: "agent.server.raft")
+    private var servers: [KnownServer] = []
+    /// Servers that left the LAN pool gracefully; the leader removes them from the configuration.
+    private var departed: Set<NodeID> = []
+    private var changeInFlight = false
+    private var reconcileTimer: LoopTimer?
+    static let reconcileIntervalMilliseconds: UInt64 = 1_000
+
+    /// Consul's raft_multiplier=1 timing: 50 ms ticks, so elections time out after 0.5–1 s.
+    static var replicatorConfig: RaftReplicatorConfig {
+        var config = RaftReplicatorConfig()
+        config.tickIntervalMilliseconds = 50
+        return config
+    }
+
+    /// Runs on the loop thread. Opens the log at once unless this is a fresh -bootstrap-expect
+    /// server, which waits for its peers.
+    init(loop: Loop, config: AgentConfig, nodeID: String, dataDir: String) throws {
+        guard let raftID = RaftServerID.from(nodeID: nodeID) else { throw AgentError.startup("node ID \(nodeID) is not a UUID") }
+        guard config.ports.server >= 0 else { throw AgentError.startup("a server needs its server port (-server-port must be >= 0)") }
+        self.loop = loop
+        self.config = config
+        self.raftID = raftID
+        self.dataDir = dataDir
+        do {
+            transport = try RaftTransport(loop: loop, host: config.bindAddr, port: config.ports.server,
+                                          logger: Logger(label: "agent.server.raft.transport"))
+        } catch {
+            throw AgentError.startup("cannot listen for servers on \(config.bindAddr):\(config.ports.server): \(error)")
+        }
+        advertiseAddress = "\(AgentGossip.advertiseHost(config)):\(transport.port)"
+        let hasRaftState = FileManager.default.fileExists(atPath: DataLayout.logDirectory(dataDir))
+        do {
+            if config.bootstrap || config.dev {
+                // Written only into an empty log: a restart recovers and never bootstraps again.
+                try open(bootstrap: [raftID: advertiseAddress])
+            } else if config.bootstrapExpect == 0 || hasRaftState {
+                try open(bootstrap: nil)
+            } else {
+                logger.info("waiting for the expected number of servers before bootstrapping",
+                            metadata: ["expect": "\(config.bootstrapExpect)"])
+            }
+        } catch {
+            transport.close()
+            throw AgentError.startup("cannot open storage in \(dataDir): \(error)")
+        }
+        let timer = LoopTimer(loop: loop)
+        timer.start(afterMilliseconds: Self.reconcileIntervalMilliseconds,
+                    repeatMilliseconds: Self.reconcileIntervalMilliseconds) { [weak self] in self?.reconcile() }
+        reconcileTimer = timer
+    }
+
+    private func open(bootstrap: [NodeID: String]?) throws {
+        let replicator = try RaftReplicator(id: raftID, loop: loop, dataDirectory: dataDir, transport: transport,
+                                            bootstrap: bootstrap, advertiseAddress: advertiseAddress,
+                                            config: Self.replicatorConfig, logger: logger)
+        replicator.start()
+        self.replicator = replicator
+        onReplicatorStarted?(replicator)
+    }
+
+    /// The live-server set changed in the LAN pool.
+    func serversChanged(_ servers: [KnownServer]) {
+        self.servers = servers
+        for server in servers { if let id = RaftServerID.from(nodeID: server.id) { departed.remove(id) } }
+        if replicator == nil { maybeBootstrap() } else { reconcile() }
+    }
+
+    /// A server left the LAN pool gracefully (a failed one stays a voter, as in Consul).
+    func serverLeft(nodeID: String) {
+        guard let id = RaftServerID.from(nodeID: nodeID), id != raftID else { return }
+        departed.insert(id)
+        reconcile()
+    }
+
+    private func maybeBootstrap() {
+        guard replicator == nil, config.bootstrapExpect > 0 else { return }
+        switch BootstrapDecision.decide(expect: config.bootstrapExpect, datacenter: config.datacenter, servers: servers) {
+        case .wait: return
+        case let .refuse(reason): logger.error("\(reason)")
+        case let .bootstrap(voters):
+            logger.info("Found expected number of peers, attempting bootstrap",
+                        metadata: ["peers": "\(voters.values.sorted().joined(separator: ","))"])
+            do { try open(bootstrap: voters) } catch {
+                logger.error("bootstrap failed: cannot open storage", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// On the leader: removes departed servers, then adds live servers that are not voters
+    /// yet (the replicator promotes them once caught up). One change at a time.
+    private func reconcile() {
+        guard let replicator, replicator.isLeader, !changeInFlight else { return }
+        let configuration = replicator.configuration
+        if let gone = departed.first(where: { configuration.isMember($0) && $0 != raftID }) {
+            changeInFlight = true
+            logger.info("removing server that left", metadata: ["id": "\(gone)"])
+            replicator.removeServer(gone) { [weak self] result in
+                self?.changeInFlight = false
+                if case let .failure(error) = result {
+                    self?.logger.warning("removing server failed", metadata: ["id": "\(gone)", "error": "\(error)"])
+                } else {
+                    self?.departed.remove(gone)
+                }
+            }
+            return
+        }
+        for server in servers {
+            guard let id = RaftServerID.from(nodeID: server.id), id != raftID, !configuration.isVoter(id),
+                  !departed.contains(id), server.serverPort > 0 else { continue }
+            let address = "\(AgentGossip.host(of: server.gossipAddress)):\(server.serverPort)"
+            changeInFlight = true
+            logger.info("adding server", metadata: ["id": "\(id)", "address": "\(address)", "node": "\(server.name)"])
+            replicator.addServer(id, address: address) { [weak self] result in
+                self?.changeInFlight = false
+                if case let .failure(error) = result {
+                    self?.logger.warning("adding server failed", metadata: ["id": "\(id)", "error": "\(error)"])
+                }
+            }
+            return
+        }
+    }
+
+    func close() {
+        reconcileTimer?.close()
+        reconcileTimer = nil
+        if let replicator { replicator.close() } else { transport.close() }
+        replicator = nil
+    }
+}

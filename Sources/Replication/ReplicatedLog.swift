@@ -1,0 +1,63 @@
+// What the agent needs from a replicated command log, whichever drives it: `SingleNodeLog`
+// (one server, no Raft) or `RaftReplicator` (a Raft cluster). Loop-confined, like both.
+import RaftCore
+import StateStore
+
+public protocol ReplicatedLog: AnyObject {
+    /// Read-only view of the state store for the loop thread.
+    var reader: StateStore { get }
+    /// Called on the loop thread after each applied batch (wakes blocking queries).
+    var onApplied: ((AppliedBatch) -> Void)? { get set }
+    var lastAppliedIndex: UInt64 { get }
+    /// Whether this server knows a current leader (Consul's `X-Consul-KnownLeader`).
+    var knownLeader: Bool { get }
+    /// The leader's server address "host:port", when known.
+    var leaderAddress: String? { get }
+    /// Addresses of the voting servers (Consul's `/v1/status/peers`).
+    var voterAddresses: [String] { get }
+    func start()
+    func close()
+    /// Appends a command; completes on the loop thread once it is committed and applied here.
+    /// A follower forwards it to the leader.
+    func append(_ command: [UInt8], completion: @escaping (Result<CommitOutcome, RaftCommitError>) -> Void)
+    /// Completes once this server has applied everything committed before the call and the
+    /// leadership was confirmed: reads of `reader` after it are linearizable (`?consistent`).
+    func readBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void)
+}
+
+extension RaftReplicator: ReplicatedLog {
+    public var knownLeader: Bool { leaderID != nil }
+    public var voterAddresses: [String] { configuration.voters.map { addressBook[$0] ?? "" } }
+
+    public func append(_ command: [UInt8], completion: @escaping (Result<CommitOutcome, RaftCommitError>) -> Void) {
+        submit(command, completion: completion)
+    }
+
+    public func readBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        readIndex(completion: completion)
+    }
+}
+
+extension SingleNodeLog: ReplicatedLog {
+    /// One server is always its own leader.
+    public var knownLeader: Bool { true }
+    public var leaderAddress: String? { nil }
+    public var voterAddresses: [String] { [] }
+
+    public func append(_ command: [UInt8], completion: @escaping (Result<CommitOutcome, RaftCommitError>) -> Void) {
+        submit(command) { outcome in
+            completion(outcome.mapError { error in
+                switch error {
+                case let .overloaded(pending, limit): return .overloaded(pending: pending, limit: limit)
+                case let .storage(message): return .storage(message)
+                case .closed: return .closed
+                }
+            })
+        }
+    }
+
+    /// Everything committed is already applied on the only server.
+    public func readBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        completion(.success(lastAppliedIndex))
+    }
+}
