@@ -185,7 +185,12 @@ final class AgentFixture: @unchecked Sendable {
         config.nodeName = "bench-node"
         config.dataDir = dataDir
         config.clientAddr = "127.0.0.1"
+        config.bindAddr = "127.0.0.1"
         config.ports.http = 0
+        // Raft and gossip on loopback and kernel-chosen ports, so runs never collide.
+        config.ports.server = 0
+        config.ports.serfLAN = 0
+        config.ports.serfWAN = -1
         var logger = Logger(label: "bench-agent")
         logger.logLevel = .error
         agent = try Agent(config: config, logger: logger)
