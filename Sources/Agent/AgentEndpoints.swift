@@ -17,10 +17,7 @@ extension HTTPAPI {
 
     func handleStatus(_ responder: HTTPResponder) {
         guard allow(responder, ["GET"]) else { return }
-        if let dc = responder.request.query.first("dc"), !dc.isEmpty, dc != config.datacenter {
-            responder.respond(.text(status: 500, "No path to datacenter"))
-            return
-        }
+        guard inLocalDatacenter(responder) else { return }
         switch responder.request.path {
         case "/v1/status/leader":
             // The leader's server address; "" while none is known.

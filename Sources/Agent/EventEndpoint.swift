@@ -22,10 +22,7 @@ extension HTTPAPI {
 
     private func fireEvent(_ responder: HTTPResponder, name: String) {
         let query = responder.request.query
-        if let dc = query.first("dc"), !dc.isEmpty, dc != config.datacenter {
-            responder.respond(.text(status: 500, "No path to datacenter"))
-            return
-        }
+        guard inLocalDatacenter(responder) else { return }
         guard !name.isEmpty else {
             responder.respond(.text(status: 400, "Missing name"))
             return

@@ -86,15 +86,20 @@ final class HTTPAPI {
     static let defaultWaitMilliseconds: UInt64 = 5 * 60 * 1000
     static let maxWaitMilliseconds: UInt64 = 10 * 60 * 1000
 
+    /// One datacenter per agent for now (WAN forwarding comes with multi-DC work): `?dc=` naming
+    /// another answers Consul's `500 No path to datacenter`. Returns false after answering.
+    func inLocalDatacenter(_ responder: HTTPResponder) -> Bool {
+        guard let dc = responder.request.query.first("dc"), !dc.isEmpty, dc != config.datacenter else { return true }
+        responder.respond(.text(status: 500, "No path to datacenter"))
+        return false
+    }
+
     /// Parses `dc`, `index`, `wait`, `stale`, `consistent`. Answers the error itself and
     /// returns nil when they are wrong.
     func queryOptions(_ responder: HTTPResponder) -> QueryOptions? {
         let query = responder.request.query
         var options = QueryOptions()
-        if let dc = query.first("dc"), !dc.isEmpty, dc != config.datacenter {
-            responder.respond(.text(status: 500, "No path to datacenter"))
-            return nil
-        }
+        guard inLocalDatacenter(responder) else { return nil }
         if query.has("stale") && query.has("consistent") {
             responder.respond(.text(status: 400, "Cannot specify ?stale with ?consistent, conflicting semantics."))
             return nil

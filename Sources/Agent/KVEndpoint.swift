@@ -117,10 +117,7 @@ extension HTTPAPI {
     private func kvPut(_ responder: HTTPResponder, key: String) {
         let request = responder.request
         let query = request.query
-        if let dc = query.first("dc"), !dc.isEmpty, dc != config.datacenter {
-            responder.respond(.text(status: 500, "No path to datacenter"))
-            return
-        }
+        guard inLocalDatacenter(responder) else { return }
         guard !key.isEmpty else {
             responder.respond(.text(status: 400, "Missing key name"))
             return
@@ -156,10 +153,7 @@ extension HTTPAPI {
 
     private func kvDelete(_ responder: HTTPResponder, key: String) {
         let query = responder.request.query
-        if let dc = query.first("dc"), !dc.isEmpty, dc != config.datacenter {
-            responder.respond(.text(status: 500, "No path to datacenter"))
-            return
-        }
+        guard inLocalDatacenter(responder) else { return }
         let command: KVCommand
         if query.has("recurse") {
             command = .deleteTree(prefix: key)
