@@ -21,13 +21,12 @@ public final class HTTPResponder {
     fileprivate weak var connection: HTTPConnection?
     fileprivate var response: HTTPResponse?
     fileprivate var dispatched = false
-    fileprivate let keepAlive: Bool
     public let request: HTTPRequest
+    fileprivate var keepAlive: Bool { request.keepAlive }
 
-    fileprivate init(connection: HTTPConnection, request: HTTPRequest, keepAlive: Bool) {
+    fileprivate init(connection: HTTPConnection, request: HTTPRequest) {
         self.connection = connection
         self.request = request
-        self.keepAlive = keepAlive
     }
 
     /// True once the client went away: long waits (blocking queries) can stop early.
@@ -142,7 +141,7 @@ final class HTTPConnection {
         lastActivity = server.now
         let result = parser.feed(bytes)
         for request in result.requests {
-            let responder = HTTPResponder(connection: self, request: request, keepAlive: request.keepAlive)
+            let responder = HTTPResponder(connection: self, request: request)
             queue.append(responder)
             if !request.keepAlive { closingAfterQueue = true }
         }
