@@ -15,11 +15,21 @@ public enum FrameError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-enum Framing {
+/// First bytes of the first frame of an inbound connection that is not a Raft stream
+/// (see `RaftTransport.streamHandlers`).
+public enum StreamKind {
+    public static let range: ClosedRange<UInt8> = 0xE0 ... 0xEF
+    /// A leader streaming a snapshot to a follower.
+    public static let snapshot: UInt8 = 0xE0
+    /// A client agent's RPC connection to a server.
+    public static let clientRPC: UInt8 = 0xE1
+}
+
+public enum Framing {
     /// First payload bytes at or above this are not Raft messages (whose kinds are 1...9).
     static let controlKindBase: UInt8 = 0x80
 
-    static func frame(_ payload: [UInt8]) -> [UInt8] {
+    public static func frame(_ payload: [UInt8]) -> [UInt8] {
         precondition(payload.count <= Int(UInt32.max), "frame payload too large")
         var bytes: [UInt8] = []
         bytes.reserveCapacity(4 + payload.count)
@@ -35,14 +45,14 @@ enum Framing {
 
 /// Splits a byte stream into frame payloads. Holds at most one partial frame (bounded by the
 /// limit) plus whatever one read delivered.
-struct FrameDecoder {
-    let maxFrameBytes: Int
+public struct FrameDecoder: Sendable {
+    public let maxFrameBytes: Int
     private var buffer: [UInt8] = []
     private var start = 0
 
-    init(maxFrameBytes: Int) { self.maxFrameBytes = maxFrameBytes }
+    public init(maxFrameBytes: Int) { self.maxFrameBytes = maxFrameBytes }
 
-    mutating func feed(_ bytes: [UInt8]) {
+    public mutating func feed(_ bytes: [UInt8]) {
         if start > 0 && start == buffer.count {
             buffer.removeAll(keepingCapacity: true)
             start = 0
@@ -52,7 +62,7 @@ struct FrameDecoder {
 
     /// The next complete payload, nil when more bytes are needed, or an error (after which the
     /// stream is unusable).
-    mutating func next() throws(FrameError) -> [UInt8]? {
+    public mutating func next() throws(FrameError) -> [UInt8]? {
         let available = buffer.count - start
         guard available >= 4 else { return nil }
         let length = Int(buffer[start]) << 24 | Int(buffer[start + 1]) << 16

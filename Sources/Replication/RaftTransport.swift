@@ -66,6 +66,12 @@ public final class RaftTransport {
     public var onMessage: ((Message) -> Void)?
     /// Each non-Raft frame payload received (first byte >= 0x80), on the loop thread.
     public var onControlFrame: (([UInt8]) -> Void)?
+    /// Inbound connections whose first frame starts with a byte in 0xE0...0xEF are not Raft
+    /// streams: they are handed, with that frame and the decoder holding whatever arrived after
+    /// it, to the handler registered for that byte (and forgotten by the transport). One
+    /// server port thus carries Raft, snapshot streams and client RPC, as Consul's does.
+    /// A first byte in the range with no handler closes the connection.
+    public var streamHandlers: [UInt8: (_ connection: TCPConnection, _ firstFrame: [UInt8], _ decoder: FrameDecoder) -> Void] = [:]
     /// A frame payload written first on every new outbound connection (the replicator's hello:
     /// who we are and where we listen, so a server that does not know us yet can answer).
     public var connectionPreamble: [UInt8]?
@@ -299,6 +305,7 @@ public final class RaftTransport {
         let key = ObjectIdentifier(connection)
         inbound[key] = connection
         var decoder = FrameDecoder(maxFrameBytes: config.maxFrameBytes)
+        var firstFrame = true
         connection.onRead = { [weak self, weak connection] bytes in
             guard let self, let connection else { return }
             decoder.feed(bytes)
@@ -311,11 +318,29 @@ public final class RaftTransport {
                     self.reject(connection, reason: "\(error)")
                     return
                 }
+                if firstFrame {
+                    firstFrame = false
+                    if StreamKind.range.contains(payload[0]) {
+                        self.handOver(connection, key: key, firstFrame: payload, decoder: decoder)
+                        return
+                    }
+                }
                 self.deliver(payload, from: connection)
             }
         }
         connection.onClose = { [weak self] _ in self?.inbound[key] = nil }
         connection.startReading()
+    }
+
+    private func handOver(_ connection: TCPConnection, key: ObjectIdentifier, firstFrame: [UInt8], decoder: FrameDecoder) {
+        inbound[key] = nil
+        connection.onRead = nil
+        connection.onClose = nil
+        guard let handler = streamHandlers[firstFrame[0]] else {
+            reject(connection, reason: "no handler for stream kind \(firstFrame[0])")
+            return
+        }
+        handler(connection, firstFrame, decoder)
     }
 
     private func deliver(_ payload: [UInt8], from connection: TCPConnection) {

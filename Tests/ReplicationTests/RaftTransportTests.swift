@@ -93,6 +93,54 @@ struct RaftTransportTests {
         try onLoop(loop) { server.value.close(); client.value.close() }
     }
 
+    @Test func aStreamKindFirstFrameHandsTheConnectionOver() throws {
+        let loop = try Loop()
+        loop.start()
+        defer { loop.shutdown() }
+        let server = try makeTransport(loop, inbox: Inbox())
+        let port = try onLoop(loop) { server.value.port }
+        let lock = NSLock()
+        let received = Unsafe<[[UInt8]]>([])
+        try onLoop(loop) {
+            server.value.streamHandlers[StreamKind.clientRPC] = { connection, first, decoder in
+                var decoder = decoder
+                lock.lock(); received.value.append(first); lock.unlock()
+                func drain() {
+                    while let payload = try? decoder.next() {
+                        lock.lock(); received.value.append(payload); lock.unlock()
+                    }
+                }
+                drain()  // frames that arrived in the same read as the first one
+                connection.onRead = { bytes in decoder.feed(bytes); drain() }
+                connection.write(Framing.frame([0xAA]))
+            }
+        }
+        let answered = Unsafe(false)
+        try onLoop(loop) {
+            TCPConnection.connect(on: loop, host: "127.0.0.1", port: port) { result in
+                guard case let .success(connection) = result else { return }
+                connection.onRead = { bytes in if bytes.contains(0xAA) { lock.lock(); answered.value = true; lock.unlock() } }
+                connection.startReading()
+                // The first two frames in one write, the third later.
+                connection.write(Framing.frame([StreamKind.clientRPC, 1]) + Framing.frame([7, 7]))
+                connection.write(Framing.frame([8]))
+            }
+        }
+        #expect(eventually { lock.lock(); defer { lock.unlock() }; return received.value.count == 3 && answered.value })
+        #expect(received.value == [[StreamKind.clientRPC, 1], [7, 7], [8]])
+        // A stream kind nobody registered is refused.
+        try onLoop(loop) {
+            TCPConnection.connect(on: loop, host: "127.0.0.1", port: port) { result in
+                guard case let .success(connection) = result else { return }
+                connection.onRead = { _ in }
+                connection.startReading()
+                connection.write(Framing.frame([0xEE]))
+            }
+        }
+        #expect(eventually { (try? onLoop(loop) { server.value.rejectedConnections }) == 1 })
+        try onLoop(loop) { server.value.close() }
+    }
+
     @Test func peerRestartedOnTheSamePortIsReconnected() throws {
         let loop = try Loop()
         loop.start()
