@@ -24,6 +24,9 @@ public final class Agent: @unchecked Sendable {
     private var server: HTTPServer?
     private var api: HTTPAPI?
     private var gossip: AgentGossip?
+    /// Servers: answers client agents' forwarded requests. Clients: forwards them.
+    private var rpcServer: RPCServer?
+    private var rpcClient: RPCClient?
     private var signals: [SignalWatcher] = []
     private var dataDir = ""
     private var removeDataDirOnExit = false
@@ -110,6 +113,7 @@ public final class Agent: @unchecked Sendable {
                 return self.serversChanged
             }
             self.serverRaft?.serversChanged(servers)
+            self.rpcClient?.setServers(servers)
             callback?(servers)
         }
         gossip.refreshServersNow()
@@ -121,6 +125,7 @@ public final class Agent: @unchecked Sendable {
         api.gossip = gossip
         gossip.onUserEvent = { [weak api] in api?.blocking.notifyUserEvent() }
         self.api = api
+        startRPC(api: api, gossip: gossip)
         if config.ports.http >= 0 {
             var httpConfig = HTTPServerConfig()
             httpConfig.limits.maxHeaderBytes = config.httpMaxHeaderBytes
@@ -149,6 +154,39 @@ public final class Agent: @unchecked Sendable {
         }
         loop.addShutdownHook { [weak self] in self?.closeOnLoop() }
         gossip.startRetryJoin()
+    }
+
+    /// Servers answer client agents' RPC on their server port; clients forward to the servers
+    /// of the LAN pool (RPCServer.swift, RPCClient.swift).
+    private func startRPC(api: HTTPAPI, gossip: AgentGossip) {
+        if let serverRaft {
+            var rpcConfig = RPCServerConfig()
+            rpcConfig.maxRequestFrameBytes = RPCWire.maxRequestFrameBytes(bodyLimit: config.kvMaxValueSizeBytes)
+            let rpcServer = RPCServer(loop: loop, config: rpcConfig) { [weak api] responder in
+                if let api { api.handle(responder) } else { responder.respond(.text(status: 500, "agent shutting down")) }
+            }
+            serverRaft.transport.streamHandlers[StreamKind.clientRPC] = { [weak rpcServer] connection, first, decoder in
+                if let rpcServer { rpcServer.accept(connection, firstFrame: first, decoder: decoder) } else { connection.closeNow() }
+            }
+            self.rpcServer = rpcServer
+        } else {
+            let rpcClient = RPCClient(loop: loop)
+            rpcClient.lanMemberCount = { [weak gossip] in gossip?.lan?.members.count ?? 1 }
+            rpcClient.setServers(gossip.liveServers)
+            api.rpcClient = rpcClient
+            self.rpcClient = rpcClient
+        }
+    }
+
+    /// Runs a request through the agent's HTTP API from any thread (see HTTPAPI.internalCall):
+    /// served locally on a server, forwarded to a server on a client agent. `completion`
+    /// runs on the loop thread.
+    public func internalCall(method: String, pathAndQuery: String, body: [UInt8],
+                             completion: @escaping @Sendable (Int, [UInt8]) -> Void) {
+        loop.execute { [weak self] in
+            guard let api = self?.api else { completion(503, Array("agent not running".utf8)); return }
+            api.internalCall(method: method, pathAndQuery: pathAndQuery, body: body, completion: completion)
+        }
     }
 
     /// Consul's -join / start_join: the agent does not start unless one address answers.
@@ -205,6 +243,8 @@ public final class Agent: @unchecked Sendable {
     private func closeOnLoop() {
         for watcher in signals { watcher.close() }
         signals = []
+        rpcClient?.close()
+        rpcServer?.close()
         api?.blocking.wakeAll()
         gossip?.close()
         server?.close()

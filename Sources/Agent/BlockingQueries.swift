@@ -34,7 +34,15 @@ final class BlockingQueries {
     /// Parks `wake` until a change in `scope` or `timeoutMilliseconds`, whichever is first;
     /// `wake` runs exactly once. Returns false (and does not park) when full.
     func park(scope: WatchScope, timeoutMilliseconds: UInt64, wake: @escaping () -> Void) -> Bool {
-        guard watchers.count < maxWatchers else { return false }
+        parkCancellable(scope: scope, timeoutMilliseconds: timeoutMilliseconds, wake: wake) != nil
+    }
+
+    /// Wakes the watcher `token` now (its client went away); a no-op once it has woken.
+    func cancel(_ token: UInt64) { fire(token) }
+
+    /// `park` that returns a token for `cancel` (nil when full).
+    func parkCancellable(scope: WatchScope, timeoutMilliseconds: UInt64, wake: @escaping () -> Void) -> UInt64? {
+        guard watchers.count < maxWatchers else { return nil }
         nextID += 1
         let id = nextID
         let timer = LoopTimer(loop: loop)
@@ -45,7 +53,7 @@ final class BlockingQueries {
         case .prefix(let prefix): byPrefix[prefix, default: []].insert(id)
         case .userEvents: userEventWatchers.insert(id)
         }
-        return true
+        return id
     }
 
     /// Wakes every watcher whose scope covers one of `keys`. Cost: one lookup per changed

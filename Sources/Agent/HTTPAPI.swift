@@ -28,6 +28,8 @@ final class HTTPAPI {
     var serverPort = 0
     /// The agent's gossip pools (nil only in agents built without them).
     var gossip: AgentGossip?
+    /// Client agents: the connection to the servers that server-held paths are forwarded to.
+    var rpcClient: RPCClient?
 
     init(config: AgentConfig, nodeID: String, loop: Loop, logger: Logger, requestLeave: @escaping () -> Void) {
         self.config = config
@@ -43,10 +45,9 @@ final class HTTPAPI {
         let request = responder.request
         let path = request.path
         logger.debug("request", metadata: ["method": "\(request.method)", "url": "\(request.target)"])
-        if !config.server && (path.hasPrefix("/v1/kv/") || path == "/v1/kv" || path.hasPrefix("/v1/status/")) {
-            // A client agent forwards these to a server over RPC in Consul. Forwarding is not
-            // built yet (a later issue), so clients answer as Consul does with no server known.
-            responder.respond(.text(status: 500, "No known Consul servers"))
+        if !config.server && ForwardedPaths.isForwarded(path) {
+            // A client agent keeps no Raft state: a server answers (RPCClient.swift).
+            forwardToServer(responder)
         } else if path.hasPrefix("/v1/kv/") || path == "/v1/kv" {
             handleKV(responder)
         } else if path.hasPrefix("/v1/status/") {
@@ -155,10 +156,12 @@ final class HTTPAPI {
                 respond(result)
                 return
             }
-            let parked = blocking.park(scope: scope, timeoutMilliseconds: deadline - now) {
+            let token = blocking.parkCancellable(scope: scope, timeoutMilliseconds: deadline - now) {
                 attempt()
             }
-            if !parked { respond(result) }
+            guard let token else { respond(result); return }
+            // A client that goes away (HTTP connection or RPC caller) frees its watcher now.
+            responder.onCancel { [weak blocking] in blocking?.cancel(token) }
         }
 
         func respond(_ result: (index: UInt64, response: HTTPResponse)) {

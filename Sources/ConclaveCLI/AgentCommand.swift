@@ -64,8 +64,8 @@ enum AgentCommand {
         if flags.isSet("rejoin") { config.rejoinAfterLeave = flags.flag("rejoin") }
         if let v = flags.string("encrypt") { config.encryptKey = v }
         if let v = flags.int("bootstrap-expect") { config.bootstrapExpect = v }
-        // Client agents (no -server) run gossip only; their server-backed endpoints answer
-        // "No known Consul servers" until RPC forwarding exists (a later issue).
+        // Client agents (no -server) keep no Raft state: they forward server-backed requests
+        // to a server of the LAN pool (Agent/RPCClient.swift).
         try config.validate()
         return config
     }

@@ -1,0 +1,241 @@
+// Client-agent RPC end to end in one process: a real server port (RaftTransport) handing
+// connections to RPCServer, an RPCClient forwarding in-process requests to it. Checks
+// multiplexing with answers out of order, cancellation reaching the server, and failover.
+import EventLoop
+import Foundation
+import HTTP
+import Logging
+import Replication
+import Testing
+@testable import Agent
+
+/// Carries a value across threads; tests only touch it on the loop thread or after a wait.
+final class Unsafe<Value>: @unchecked Sendable {
+    var value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+/// Runs `body` on `loop`'s thread and returns its result.
+func onLoop<T>(_ loop: Loop, _ body: @escaping () throws -> T) throws -> T {
+    let result = Unsafe<Result<T, Error>?>(nil)
+    let work = Unsafe(body)
+    let done = DispatchSemaphore(value: 0)
+    loop.execute {
+        result.value = Result { try work.value() }
+        done.signal()
+    }
+    guard done.wait(timeout: .now() + 30) == .success else { throw CancellationError() }
+    return try result.value!.get()
+}
+
+/// One server port with an RPC server whose handler the test drives.
+private final class FakeServer {
+    let name: String
+    let transport: RaftTransport
+    let rpc: RPCServer
+    var received: [HTTPResponder] = []
+    /// Requests whose path contains "hold" are kept unanswered while true.
+    var holding = false
+
+    init(loop: Loop, name: String) throws {
+        self.name = name
+        var logger = Logger(label: "test.rpc")
+        logger.logLevel = .critical
+        transport = try RaftTransport(loop: loop, host: "127.0.0.1", port: 0, logger: logger)
+        var config = RPCServerConfig()
+        config.maxInFlightPerConnection = 8
+        var me: FakeServer?
+        rpc = RPCServer(loop: loop, config: config) { responder in me?.handle(responder) }
+        me = self
+        transport.streamHandlers[StreamKind.clientRPC] = { [weak rpc] connection, first, decoder in
+            rpc?.accept(connection, firstFrame: first, decoder: decoder)
+        }
+    }
+
+    func handle(_ responder: HTTPResponder) {
+        received.append(responder)
+        if responder.request.path.contains("hold") && holding { return }
+        if responder.request.path.contains("park") { return }
+        var response = HTTPResponse.text(status: 200, name)
+        response.headers.add("X-Consul-Index", "7")
+        responder.respond(response)
+    }
+
+    var known: KnownServer {
+        KnownServer(name: name, id: "", datacenter: "dc1", gossipAddress: "127.0.0.1:1", serverPort: transport.port,
+                    bootstrapExpect: 0, bootstrap: false)
+    }
+
+    func stop() {
+        rpc.close()
+        transport.close()
+    }
+}
+
+/// A forwarded request's answer, filled on the loop thread.
+private final class Answer {
+    var response: HTTPResponse?
+    let responder: HTTPResponder
+    init(_ method: String, _ target: String, headers: HTTPHeaders = [:], body: [UInt8] = [], answer: Unsafe<[String: Answer]>, key: String) throws {
+        let request = try HTTPRequest.make(method: method, target: target, headers: headers, body: body).get()
+        var me: Answer?
+        responder = HTTPResponder(request: request) { response in me?.response = response }
+        me = self
+        answer.value[key] = self
+    }
+}
+
+@Suite("Client agent RPC", .serialized)
+struct RPCForwardingTests {
+    @Test func requestsAreMultiplexedAnsweredOutOfOrderAndCancellationReachesTheServer() throws {
+        let loop = try Loop()
+        loop.start()
+        defer { loop.shutdown() }
+        let answers = Unsafe<[String: Answer]>([:])
+        let state = try onLoop(loop) { () -> Unsafe<(FakeServer, RPCClient)> in
+            let server = try FakeServer(loop: loop, name: "s1")
+            let client = RPCClient(loop: loop)
+            client.setServers([server.known])
+            for (key, method, target) in [("block", "GET", "/v1/kv/park?index=5&wait=1m"), ("b", "GET", "/v1/kv/park-b?recurse"),
+                                          ("c", "PUT", "/v1/kv/park-c?cas=0")] {
+                let answer = try Answer(method, target, headers: ["X-Consul-Token": "secret", "X-Other": "dropped"],
+                                        body: key == "c" ? Array("value".utf8) : [], answer: answers, key: key)
+                client.forward(answer.responder)
+            }
+            return Unsafe((server, client))
+        }
+        let (server, client) = state.value
+        #expect(waitFor { try onLoop(loop) { server.received.count == 3 } })
+        try onLoop(loop) {
+            let byPath = Dictionary(uniqueKeysWithValues: server.received.map { ($0.request.path, $0) })
+            let put = try #require(byPath["/v1/kv/park-c"])
+            #expect(put.request.method == "PUT")
+            #expect(put.request.body == Array("value".utf8))
+            #expect(put.request.query.first("cas") == "0")
+            #expect(put.request.headers["X-Consul-Token"] == "secret")
+            #expect(put.request.headers["X-Other"] == nil)
+            #expect(byPath["/v1/kv/park"]?.request.query.first("index") == "5")
+            // Answer the last first; the blocking one stays parked.
+            var response = HTTPResponse.json(Array("true".utf8))
+            response.headers.add("X-Consul-Index", "42")
+            put.respond(response)
+            byPath["/v1/kv/park-b"]?.respond(.text(status: 404, ""))
+        }
+        #expect(waitFor { try onLoop(loop) { answers.value["b"]?.response != nil && answers.value["c"]?.response != nil } })
+        try onLoop(loop) {
+            #expect(answers.value["c"]?.response?.status == 200)
+            #expect(answers.value["c"]?.response?.body == Array("true".utf8))
+            #expect(answers.value["c"]?.response?.headers["X-Consul-Index"] == "42")
+            #expect(answers.value["b"]?.response?.status == 404)
+            #expect(answers.value["block"]?.response == nil)
+            #expect(server.rpc.inFlightCount == 1)
+            // The caller of the blocking query goes away: the server's request is cancelled.
+            answers.value["block"]?.responder.cancel()
+        }
+        #expect(waitFor { try onLoop(loop) { server.rpc.inFlightCount == 0 } })
+        try onLoop(loop) {
+            #expect(server.received.first { $0.request.path == "/v1/kv/park" }?.isCancelled == true)
+            #expect(client.inFlightCount == 0)
+            // A parked request, then the client agent goes away: the server cancels it too.
+            let answer = try Answer("GET", "/v1/kv/park-late?index=9", answer: answers, key: "late")
+            client.forward(answer.responder)
+        }
+        #expect(waitFor { try onLoop(loop) { server.rpc.inFlightCount == 1 } })
+        try onLoop(loop) { client.close() }
+        #expect(waitFor { try onLoop(loop) { server.rpc.inFlightCount == 0 && server.rpc.connectionCount == 0 } })
+        try onLoop(loop) {
+            #expect(server.received.last?.isCancelled == true)
+            #expect(answers.value["late"]?.response?.status == 500)
+            server.stop()
+        }
+    }
+
+    @Test func aFailedServerIsRotatedOutReadsRetryElsewhereAndSentWritesFail() throws {
+        let loop = try Loop()
+        loop.start()
+        defer { loop.shutdown() }
+        let answers = Unsafe<[String: Answer]>([:])
+        let state = try onLoop(loop) { () -> Unsafe<([String: FakeServer], RPCClient)> in
+            let a = try FakeServer(loop: loop, name: "a"), b = try FakeServer(loop: loop, name: "b")
+            let client = RPCClient(loop: loop)
+            client.setServers([a.known, b.known])
+            let first = try Answer("GET", "/v1/status/leader", answer: answers, key: "first")
+            client.forward(first.responder)
+            return Unsafe((["a": a, "b": b], client))
+        }
+        let (servers, client) = state.value
+        #expect(waitFor { try onLoop(loop) { answers.value["first"]?.response != nil } })
+        let (front, other) = try onLoop(loop) { () -> (String, String) in
+            let front = String(decoding: answers.value["first"]?.response?.body ?? [], as: UTF8.self)
+            #expect(front == client.currentServer?.name)
+            return (front, front == "a" ? "b" : "a")
+        }
+        try onLoop(loop) {
+            servers[front]?.holding = true
+            for (key, method) in [("read", "GET"), ("write", "PUT")] {
+                let answer = try Answer(method, "/v1/kv/hold", answer: answers, key: key)
+                client.forward(answer.responder)
+            }
+        }
+        #expect(waitFor { try onLoop(loop) { servers[front]!.rpc.inFlightCount == 2 } })
+        // The server the client uses dies with a read and a write in flight.
+        try onLoop(loop) { servers[front]?.stop() }
+        #expect(waitFor { try onLoop(loop) { answers.value["read"]?.response != nil && answers.value["write"]?.response != nil } })
+        try onLoop(loop) {
+            #expect(answers.value["read"]?.response?.status == 200)
+            #expect(answers.value["read"]?.response.map { String(decoding: $0.body, as: UTF8.self) } == other)
+            let write = answers.value["write"]?.response
+            #expect(write?.status == 500)
+            #expect(write.map { String(decoding: $0.body, as: UTF8.self) }?.hasPrefix("rpc error making call") == true)
+            #expect(client.currentServer?.name == other)
+            #expect(client.failovers == 1)
+            let next = try Answer("PUT", "/v1/kv/after", answer: answers, key: "after")
+            client.forward(next.responder)
+        }
+        #expect(waitFor { try onLoop(loop) { answers.value["after"]?.response != nil } })
+        try onLoop(loop) {
+            #expect(answers.value["after"]?.response.map { String(decoding: $0.body, as: UTF8.self) } == other)
+            client.close()
+            servers[other]?.stop()
+        }
+    }
+
+    @Test func withNoServerOrOnlyDeadOnesTheClientAnswersConsulsErrors() throws {
+        let loop = try Loop()
+        loop.start()
+        defer { loop.shutdown() }
+        let answers = Unsafe<[String: Answer]>([:])
+        let client = try onLoop(loop) { () -> Unsafe<RPCClient> in
+            let client = RPCClient(loop: loop)
+            let none = try Answer("GET", "/v1/kv/a", answer: answers, key: "none")
+            client.forward(none.responder)
+            // A server whose port refuses connections.
+            let dead = try FakeServer(loop: loop, name: "dead")
+            let known = dead.known
+            dead.stop()
+            client.setServers([known])
+            let refused = try Answer("GET", "/v1/kv/a", answer: answers, key: "refused")
+            client.forward(refused.responder)
+            return Unsafe(client)
+        }
+        #expect(waitFor { try onLoop(loop) { answers.value["refused"]?.response != nil } })
+        try onLoop(loop) {
+            #expect(answers.value["none"]?.response?.status == 500)
+            #expect(answers.value["none"]?.response?.body == Array("No known Consul servers".utf8))
+            let refused = answers.value["refused"]?.response
+            #expect(refused?.status == 500)
+            #expect(refused.map { String(decoding: $0.body, as: UTF8.self) }?.hasPrefix("rpc error getting client") == true)
+            #expect(client.value.retries == 1)
+            client.value.close()
+        }
+    }
+}
+
+private func waitFor(_ seconds: Double = 20, _ condition: () throws -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if (try? condition()) == true { return true }
+        usleep(5_000)
+    }
+    return (try? condition()) == true
+}
