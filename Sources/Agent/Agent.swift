@@ -189,6 +189,18 @@ public final class Agent: @unchecked Sendable {
         }
     }
 
+    /// Blocking queries parked on this agent now (tests check that a gone client frees its own).
+    var parkedQueryCount: Int {
+        let count = Locked(0)
+        let done = DispatchSemaphore(value: 0)
+        loop.execute { [weak self] in
+            count.value = self?.api?.blocking.count ?? 0
+            done.signal()
+        }
+        _ = done.wait(timeout: .now() + 10)
+        return count.value
+    }
+
     /// Consul's -join / start_join: the agent does not start unless one address answers.
     /// Bounded by the gossip stream timeout.
     private func joinAtStart(_ failure: StartupFailure) {
@@ -364,6 +376,12 @@ public final class Agent: @unchecked Sendable {
             _ = Glibc.write(STDOUT_FILENO, buffer.baseAddress, buffer.count - 1)
         }
     }
+}
+
+/// A value written on the loop thread before a semaphore signal and read after the wait.
+private final class Locked<Value>: @unchecked Sendable {
+    var value: Value
+    init(_ value: Value) { self.value = value }
 }
 
 private final class StartupFailure: @unchecked Sendable {

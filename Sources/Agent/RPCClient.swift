@@ -127,9 +127,13 @@ final class RPCClient {
     /// Consul's refreshServerRebalanceTimer: lib.RateScaledInterval(servers × 64/s,
     /// minReuse + stagger(minReuse/2), LAN members).
     func rebalanceIntervalMilliseconds() -> UInt64 {
+        Self.rebalanceIntervalMilliseconds(config: config, servers: servers.count, lanMembers: lanMemberCount())
+    }
+
+    static func rebalanceIntervalMilliseconds(config: RPCClientConfig, servers: Int, lanMembers: Int) -> UInt64 {
         let low = config.minReuseMilliseconds + UInt64.random(in: 0...(config.minReuseMilliseconds / config.jitterFraction))
-        let rate = max(1, servers.count * config.rebalanceConnectionsPerSecondPerServer)
-        let scaled = UInt64(lanMemberCount()) * 1_000 / UInt64(rate)
+        let rate = max(1, servers * config.rebalanceConnectionsPerSecondPerServer)
+        let scaled = UInt64(max(0, lanMembers)) * 1_000 / UInt64(rate)
         return max(low, scaled)
     }
 

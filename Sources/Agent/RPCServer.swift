@@ -101,6 +101,13 @@ final class RPCServer {
             connection.send(RPCResponse(id: id, status: response.status, headers: response.headers, body: response.body))
             return
         }
+        // Only what client agents forward is served here: RPC must not reach the server
+        // agent's own endpoints (/v1/agent/leave, join, the keyring…).
+        guard ForwardedPaths.isForwarded(httpRequest.path) else {
+            let response = HTTPResponse.text(status: 404, "rpc error: \(httpRequest.path) is not served over RPC")
+            connection.send(RPCResponse(id: id, status: response.status, headers: response.headers, body: response.body))
+            return
+        }
         let responder = HTTPResponder(request: httpRequest) { [weak self, weak connection] response in
             guard let self, let connection, connection.inFlight.removeValue(forKey: id) != nil else { return }
             self.requestsServed += 1

@@ -3,6 +3,7 @@
 // multiplexing with answers out of order, cancellation reaching the server, and failover.
 import EventLoop
 import Foundation
+import Glibc
 import HTTP
 import Logging
 import Replication
@@ -191,10 +192,15 @@ struct RPCForwardingTests {
             #expect(client.failovers == 1)
             let next = try Answer("PUT", "/v1/kv/after", answer: answers, key: "after")
             client.forward(next.responder)
+            // RPC serves only the forwarded paths, never a server agent's own endpoints.
+            let own = try Answer("PUT", "/v1/agent/leave", answer: answers, key: "own")
+            client.forward(own.responder)
         }
-        #expect(waitFor { try onLoop(loop) { answers.value["after"]?.response != nil } })
+        #expect(waitFor { try onLoop(loop) { answers.value["after"]?.response != nil && answers.value["own"]?.response != nil } })
         try onLoop(loop) {
             #expect(answers.value["after"]?.response.map { String(decoding: $0.body, as: UTF8.self) } == other)
+            #expect(answers.value["own"]?.response?.status == 404)
+            #expect(servers[other]?.received.contains { $0.request.path == "/v1/agent/leave" } == false)
             client.close()
             servers[other]?.stop()
         }
@@ -238,4 +244,61 @@ private func waitFor(_ seconds: Double = 20, _ condition: () throws -> Bool) -> 
         usleep(5_000)
     }
     return (try? condition()) == true
+}
+
+@Suite("Client agent forwarding between agents", .serialized)
+struct ClientAgentForwardingTests {
+    @Test func aBlockingQueryThroughAClientIsReleasedOnTheServerWhenItsCallerHangsUp() throws {
+        let server = try TestAgent { $0.nodeName = "fwd-server" }
+        defer { server.stop() }
+        let seed = "127.0.0.1:\(server.agent.serfLANPort)"
+        let client = try TestAgent {
+            $0.nodeName = "fwd-client"; $0.server = false; $0.bootstrap = false
+            $0.retryJoin = [seed]; $0.retryIntervalMs = 500
+        }
+        defer { client.stop() }
+        try pollUntil("the client to reach the server") { try client.request("GET", "/v1/status/leader").status == 200 }
+        #expect(try client.request("PUT", "/v1/kv/watched", body: Array("1".utf8)).text == "true")
+        let index = try #require(try client.request("GET", "/v1/kv/watched").consulIndex)
+
+        // A caller parks a blocking query through the client, then hangs up.
+        let socket = try HangUpSocket(port: client.port)
+        socket.send("GET /v1/kv/watched?index=\(index)&wait=5m HTTP/1.1\r\nHost: x\r\n\r\n")
+        try pollUntil("the query to park on the server") { server.agent.parkedQueryCount == 1 }
+        #expect(client.agent.parkedQueryCount == 0)   // the client agent parks nothing itself
+        socket.close()
+        try pollUntil("the server to release the abandoned query") { server.agent.parkedQueryCount == 0 }
+
+        // RPC reaches only the forwarded paths: a server's own endpoints stay its own.
+        #expect(try client.request("GET", "/v1/agent/self").status == 200)
+        let internalAnswer = Unsafe<(Int, [UInt8])?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        client.agent.internalCall(method: "GET", pathAndQuery: "/v1/kv/watched?raw", body: []) { status, body in
+            internalAnswer.value = (status, body)
+            done.signal()
+        }
+        #expect(done.wait(timeout: .now() + 20) == .success)
+        #expect(internalAnswer.value?.0 == 200)
+        #expect(internalAnswer.value?.1 == Array("1".utf8))
+    }
+}
+
+/// A blocking client socket, to hang up mid-request.
+private struct HangUpSocket {
+    let fd: Int32
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else { Glibc.close(fd); throw CancellationError() }
+    }
+    func send(_ text: String) {
+        _ = Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+    func close() { Glibc.close(fd) }
 }

@@ -154,6 +154,13 @@ struct RPCWireTests {
         #expect(try timeout("/v1/kv/a?index=5&wait=2m") == 120_000 + 7_500 + 7_000)
         #expect(try timeout("/v1/kv/a?index=5&wait=1h") == 600_000 + 37_500 + 7_000)  // capped at 10 min
         #expect(try timeout("/v1/kv/a?index=5&wait=1s") == 60_000)               // never below rpc_client_timeout
+        // Rebalance: at least 120 s + up to 60 s of jitter; in a huge cluster, members /
+        // (servers × 64 per second).
+        for _ in 0..<50 {
+            let interval = RPCClient.rebalanceIntervalMilliseconds(config: client.config, servers: 3, lanMembers: 10)
+            #expect((120_000...180_000).contains(interval))
+        }
+        #expect(RPCClient.rebalanceIntervalMilliseconds(config: client.config, servers: 3, lanMembers: 100_000) == 100_000 * 1_000 / 192)
         #expect(RPCClient.originForm("http://127.0.0.1:8500/v1/kv/a?raw") == "/v1/kv/a?raw")
     }
 }
