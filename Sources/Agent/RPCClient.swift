@@ -82,6 +82,9 @@ final class RPCClient {
     private var nextID: UInt64 = 0
     private var rebalanceTimer: LoopTimer?
     private var closed = false
+    /// When each server's last failure was logged at warning level (bounded by the server list).
+    private var lastFailureWarning: [String: UInt64] = [:]
+    static let failureWarningIntervalMilliseconds: UInt64 = 10_000
 
     /// Counters for tests and metrics.
     private(set) var failovers = 0
@@ -108,6 +111,7 @@ final class RPCClient {
             if !servers.isEmpty { scheduleRebalance() }
         } else {
             servers.removeAll { !fresh.contains($0) }
+            lastFailureWarning = lastFailureWarning.filter { entry in servers.contains { $0.address == entry.key } }
             for server in fresh where !servers.contains(server) { servers.append(server) }
         }
         if let active, active.server != servers.first {
@@ -366,8 +370,17 @@ final class RPCClient {
         draining.removeValue(forKey: ObjectIdentifier(connection))
         if !closed {
             failovers += 1
-            logger.warning("rpc: server failed, trying another", metadata: ["server": "\(connection.server.name)",
-                                                                          "address": "\(connection.server.address)", "error": "\(reason)"])
+            // At most one warning per server per interval: with a dead server, every request
+            // would otherwise log one (each makes a connect attempt).
+            let now = loop.nowMilliseconds
+            let metadata: Logger.Metadata = ["server": "\(connection.server.name)", "address": "\(connection.server.address)",
+                                             "error": "\(reason)"]
+            if let last = lastFailureWarning[connection.server.address], now < last + Self.failureWarningIntervalMilliseconds {
+                logger.debug("rpc: server failed, trying another", metadata: metadata)
+            } else {
+                lastFailureWarning[connection.server.address] = now
+                logger.warning("rpc: server failed, trying another", metadata: metadata)
+            }
             serverFailed(connection.server)
         }
         let affected = connection.calls.sorted().compactMap { calls[$0] }

@@ -31,8 +31,9 @@ final class RPCServer {
     private var connections: [ObjectIdentifier: Connection] = [:]
     private var closed = false
 
-    /// Requests answered, for tests and metrics.
+    /// Requests answered and connections taken, for tests and metrics.
     private(set) var requestsServed = 0
+    private(set) var acceptedConnections = 0
 
     init(loop: Loop, config: RPCServerConfig, handler: @escaping (HTTPResponder) -> Void) {
         self.loop = loop
@@ -58,6 +59,7 @@ final class RPCServer {
             return
         }
         tcp.setNoDelay(true)
+        acceptedConnections += 1
         let connection = Connection(tcp: tcp, decoder: decoder, server: self)
         connections[ObjectIdentifier(connection)] = connection
         tcp.onRead = { [weak connection] bytes in connection?.received(bytes) }

@@ -8,6 +8,7 @@ import HTTP
 import Logging
 import Replication
 import Testing
+import TestSupport
 @testable import Agent
 
 /// Carries a value across threads; tests only touch it on the loop thread or after a wait.
@@ -206,6 +207,56 @@ struct RPCForwardingTests {
         }
     }
 
+    /// Random and mutated frames after a valid hello, over real sockets: the server closes
+    /// the offenders' connections and keeps serving.
+    @Test func garbageFromManyClientsNeverTakesTheServerDown() throws {
+        let loop = try Loop()
+        loop.start()
+        defer { loop.shutdown() }
+        let server = try onLoop(loop) { Unsafe(try FakeServer(loop: loop, name: "s")) }.value
+        let port = try onLoop(loop) { server.transport.port }
+        let seed = UInt64.random(in: 0...UInt64.max)
+        var g = SeededGenerator(seed: seed)
+        let valid = try RPCWire.encode(RPCRequest(id: 1, method: "GET", target: "/v1/kv/a?recurse",
+                                                  headers: ["X-Consul-Token": "t"], body: Array("body".utf8)))
+        for _ in 0..<100 {
+            let socket = try HangUpSocket(port: port)
+            var bytes = Framing.frame(RPCWire.hello())
+            for _ in 0..<Int.random(in: 1...3, using: &g) {
+                var payload = valid
+                if Bool.random(using: &g) {
+                    payload = (0..<Int.random(in: 1...64, using: &g)).map { _ in UInt8.random(in: 0...255, using: &g) }
+                } else {
+                    for _ in 0..<Int.random(in: 1...4, using: &g) {
+                        payload[Int.random(in: 0..<payload.count, using: &g)] = UInt8.random(in: 0...255, using: &g)
+                    }
+                }
+                bytes += Framing.frame(payload)
+            }
+            if Bool.random(using: &g) {   // a cut frame, then noise
+                bytes = Array(bytes.prefix(Int.random(in: 6...bytes.count, using: &g)))
+                bytes += (0..<Int.random(in: 0...8, using: &g)).map { _ in UInt8.random(in: 0...255, using: &g) }
+            }
+            socket.send(bytes)
+            socket.close()
+        }
+        // Every connection got past its hello (6 bytes, never cut) and was then closed.
+        #expect(waitFor { try onLoop(loop) { server.rpc.acceptedConnections == 100 && server.rpc.connectionCount == 0 } },
+                "seed \(seed)")
+        let answers = Unsafe<[String: Answer]>([:])
+        let client = try onLoop(loop) { () -> Unsafe<RPCClient> in
+            let client = RPCClient(loop: loop)
+            client.setServers([server.known])
+            client.forward(try Answer("GET", "/v1/kv/still-alive", answer: answers, key: "alive").responder)
+            return Unsafe(client)
+        }
+        #expect(waitFor { try onLoop(loop) { answers.value["alive"]?.response?.status == 200 } }, "seed \(seed)")
+        try onLoop(loop) {
+            client.value.close()
+            server.stop()
+        }
+    }
+
     @Test func withNoServerOrOnlyDeadOnesTheClientAnswersConsulsErrors() throws {
         let loop = try Loop()
         loop.start()
@@ -297,8 +348,9 @@ private struct HangUpSocket {
         }
         guard rc == 0 else { Glibc.close(fd); throw CancellationError() }
     }
-    func send(_ text: String) {
-        _ = Array(text.utf8).withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    func send(_ text: String) { send(Array(text.utf8)) }
+    func send(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
     func close() { Glibc.close(fd) }
 }
