@@ -21,6 +21,15 @@ extension HTTPAPI {
         }
     }
 
+    /// `internalCall` as a closure, for components that take one (anti-entropy). It does not
+    /// keep the API alive; after shutdown it answers 503.
+    var internalCaller: (String, String, [UInt8], @escaping (Int, [UInt8]) -> Void) -> Void {
+        { [weak self] method, pathAndQuery, body, completion in
+            guard let self else { completion(503, Array("agent not running".utf8)); return }
+            self.internalCall(method: method, pathAndQuery: pathAndQuery, body: body, completion: completion)
+        }
+    }
+
     /// Client agents: a server answers (RPCClient); without one, Consul's answer.
     func forwardToServer(_ responder: HTTPResponder) {
         guard let rpcClient else {

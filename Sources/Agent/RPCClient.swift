@@ -224,7 +224,13 @@ final class RPCClient {
     private func send(_ call: Call) {
         call.attempts += 1
         call.sent = false
-        let connection = activeConnection()
+        var connection = activeConnection()
+        if let tcp = connection.tcp, tcp.isClosed {
+            // The server went away and its close has not been reported yet: writing would drop
+            // the request while counting it as sent. Fail the connection now, use the next one.
+            failed(connection, reason: "connection to \(connection.server.address) closed")
+            connection = activeConnection()
+        }
         call.connection = connection
         connection.calls.insert(call.id)
         if let tcp = connection.tcp {

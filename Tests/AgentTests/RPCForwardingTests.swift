@@ -331,6 +331,21 @@ struct ClientAgentForwardingTests {
         #expect(done.wait(timeout: .now() + 20) == .success)
         #expect(internalAnswer.value?.0 == 200)
         #expect(internalAnswer.value?.1 == Array("1".utf8))
+        // On a server the same call is served locally; a bad target is the parser's 400.
+        func call(_ agent: Agent, _ method: String, _ target: String, _ body: String = "") -> (Int, String)? {
+            let answer = Unsafe<(Int, String)?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            agent.internalCall(method: method, pathAndQuery: target, body: Array(body.utf8)) { status, body in
+                answer.value = (status, String(decoding: body, as: UTF8.self))
+                done.signal()
+            }
+            _ = done.wait(timeout: .now() + 20)
+            return answer.value
+        }
+        #expect(call(server.agent, "PUT", "/v1/kv/internal", "from-server")?.0 == 200)
+        #expect(call(client.agent, "GET", "/v1/kv/internal?raw")?.1 == "from-server")
+        #expect(call(client.agent, "GET", "/v1/kv/a%zz")?.0 == 400)
+        #expect(call(client.agent, "GET", "/v1/agent/self")?.0 == 200)   // local on the client
     }
 }
 
