@@ -207,6 +207,47 @@ struct RPCForwardingTests {
         }
     }
 
+    /// With a short reuse time the client moves between servers; a request parked on the
+    /// server it left is still answered there (the old connection drains, then closes).
+    @Test func rebalancingMovesToOtherServersAndDrainsTheOldConnection() throws {
+        let loop = try Loop()
+        loop.start()
+        defer { loop.shutdown() }
+        let answers = Unsafe<[String: Answer]>([:])
+        let state = try onLoop(loop) { () -> Unsafe<([FakeServer], RPCClient)> in
+            let servers = [try FakeServer(loop: loop, name: "a"), try FakeServer(loop: loop, name: "b")]
+            var config = RPCClientConfig()
+            config.minReuseMilliseconds = 20
+            let client = RPCClient(loop: loop, config: config)
+            client.setServers(servers.map(\.known))
+            client.forward(try Answer("GET", "/v1/kv/park-long?index=3", answer: answers, key: "parked").responder)
+            return Unsafe((servers, client))
+        }
+        let (servers, client) = state.value
+        var round = 0
+        let spread = waitFor(20) {
+            round += 1
+            try onLoop(loop) { client.forward(try Answer("GET", "/v1/kv/k", answer: answers, key: "r\(round)").responder) }
+            usleep(10_000)
+            return try onLoop(loop) { servers.allSatisfy { $0.received.contains { $0.request.path == "/v1/kv/k" } } }
+        }
+        #expect(spread)
+        try onLoop(loop) {
+            #expect(answers.value["parked"]?.response == nil)
+            let parked = try #require(servers.flatMap(\.received).first { $0.request.path == "/v1/kv/park-long" })
+            #expect(!parked.isCancelled)
+            parked.respond(.text(status: 200, "late"))
+        }
+        #expect(waitFor { try onLoop(loop) { answers.value["parked"]?.response?.body == Array("late".utf8) } })
+        // Connections left behind close once drained: at most one per server remains.
+        #expect(waitFor { try onLoop(loop) { servers.allSatisfy { $0.rpc.connectionCount <= 1 } } })
+        try onLoop(loop) {
+            #expect(client.failovers == 0)
+            client.close()
+            servers.forEach { $0.stop() }
+        }
+    }
+
     /// Random and mutated frames after a valid hello, over real sockets: the server closes
     /// the offenders' connections and keeps serving.
     @Test func garbageFromManyClientsNeverTakesTheServerDown() throws {
