@@ -152,6 +152,17 @@ struct OperatorRaftAPITests {
             #expect(get.headers["X-Consul-Effective-Consistency"] == "leader")
         }
 
+        // The leader counted what it replicated to each follower, and how full each window was.
+        let snapshot = cluster.agents[leader].agent.metrics.snapshot()
+        let followerIDs = Set(followers.map { cluster.nodeID($0) }.compactMap { RaftServerID.from(nodeID: $0) }.map { String($0, radix: 16) })
+        let logs = snapshot.counters.filter { $0.name == "consul.raft.replication.appendEntries.logs" }
+        #expect(Set(logs.compactMap { $0.labels["peer_id"] }) == followerIDs)
+        #expect(logs.allSatisfy { $0.summary.sum >= 20 })
+        #expect(Set(snapshot.gauges.filter { $0.name == "consul.raft.replication.inflight" }.compactMap { $0.labels["peer_id"] }) == followerIDs)
+        let entries = try #require(snapshot.samples.first { $0.name == "consul.raft.replication.appendEntries.entries" })
+        #expect(entries.summary.count > 0 && entries.summary.min >= 1)
+        #expect(snapshot.samples.contains { $0.name == "consul.raft.replication.appendEntries.bytes" && $0.summary.sum > 0 })
+
         // Transfer to a named follower, asked through the other follower (forwarded).
         let target = followers[0]
         let transfer = try cluster.agents[followers[1]].request("POST", "/v1/operator/raft/transfer-leader?id=\(cluster.nodeID(target))")
