@@ -259,6 +259,13 @@ extension RaftReplicator {
         loop.assertInLoopThread()
         guard started, !closed else { completion(.failure(.closed)); return }
         if node.role == .leader {
+            // A new leader knows what earlier terms committed only once an entry of its own
+            // term commits (§5.4.2; Consul waits for its barrier the same way): until then,
+            // confirm with a read index instead.
+            guard node.term(at: node.commitIndex) == node.term else {
+                readIndex(forwardToLeader: false, completion: completion)
+                return
+            }
             waitForApply(node.commitIndex, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion)
             return
         }

@@ -72,7 +72,7 @@ struct OperatorRaftProcessTests {
         #expect(neither.stderr == "Error removing peer: an address or id is required for the peer to remove\n")
 
         // The leader's metrics count what it replicated to each follower.
-        let leader = try #require(survivors.first { $0.leader == targetRow[2] })
+        let leader = try #require(survivors.first { (try? $0.raftAddress()) == $0.leader })
         let prometheus = try leader.http("GET", "/v1/agent/metrics?format=prometheus").text
         #expect(prometheus.contains("consul_raft_replication_appendEntries_logs{peer_id="))
         #expect(prometheus.contains("consul_raft_replication_inflight{peer_id="))
