@@ -54,7 +54,10 @@ extension RaftReplicator {
         let persistStarted = monotonicNanoseconds()
         do {
             try side.writer.persist(hardState: job.hardState, entries: job.entries, addressBook: job.addressBook)
-            side.metrics.fsyncTime.recordNanoseconds(monotonicNanoseconds() - persistStarted)
+            // Only jobs that committed a log transaction (the others skip the write).
+            if job.hardState != nil || !job.entries.isEmpty || job.addressBook != nil {
+                side.metrics.fsyncTime.recordNanoseconds(monotonicNanoseconds() - persistStarted)
+            }
             if !job.entries.isEmpty { side.metrics.diskBatchEntries.record(job.entries.count) }
         } catch {
             // The core believes these entries are in its log; without them it cannot go on.
