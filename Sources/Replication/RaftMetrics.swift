@@ -5,6 +5,9 @@
 //                                                 (here: until committed and applied on the leader)
 //   consul.raft.apply                             Consul: counter of proposals committed on the leader
 //   consul.raft.replication.appendEntries.logs    Consul: counter of entries sent, label peer_id
+//   consul.raft.replication.appendEntries.rpc     Consul: timer, AppendEntries with entries sent
+//                                                 until its acknowledgement, label peer_id (with
+//                                                 pipelining: the round trip of each message)
 //   consul.raft.replication.appendEntries.entries ours: entries per AppendEntries sent (histogram)
 //   consul.raft.replication.appendEntries.bytes   ours: entry payload bytes per AppendEntries sent
 //   consul.raft.replication.inflight              ours: gauge, unacknowledged AppendEntries per
@@ -49,6 +52,12 @@ final class RaftMetrics: Sendable {
     final class Peers {
         private var logs: [NodeID: Counter] = [:]
         private var inflight: [NodeID: Gauge] = [:]
+        private var rpc: [NodeID: Timer] = [:]
+        /// AppendEntries with entries awaiting acknowledgement, per follower: the last index
+        /// each carried and when it was sent. Bounded: the oldest are forgotten past
+        /// `maxTrackedPerPeer` (a window never holds more than maxInflightMessages anyway).
+        private var unacknowledged: [NodeID: [(term: UInt64, lastIndex: UInt64, sentAtNanoseconds: UInt64)]] = [:]
+        static let maxTrackedPerPeer = 256
         let factory: any MetricsFactory
         init(factory: any MetricsFactory) { self.factory = factory }
 
@@ -70,6 +79,37 @@ final class RaftMetrics: Sendable {
         }
 
         var trackedInflight: [NodeID] { Array(inflight.keys) }
+
+        func appendSent(to peer: NodeID, term: UInt64, lastIndex: UInt64, at now: UInt64) {
+            var list = unacknowledged[peer, default: []]
+            if list.count >= Self.maxTrackedPerPeer { list.removeFirst(list.count - Self.maxTrackedPerPeer + 1) }
+            list.append((term, lastIndex, now))
+            unacknowledged[peer] = list
+        }
+
+        /// A success acknowledges every message up to `index`; a rejection makes the leader
+        /// probe again, so what was in flight is forgotten rather than timed.
+        func appendAnswered(by peer: NodeID, term: UInt64, success: Bool, index: UInt64, at now: UInt64) {
+            guard var list = unacknowledged[peer], !list.isEmpty else { return }
+            // Sent in an earlier term of ours: its answer will never come in this one.
+            list.removeAll { $0.term != term }
+            guard success else { unacknowledged[peer] = nil; return }
+            var kept = 0
+            for sent in list {
+                guard sent.lastIndex <= index else { break }
+                rpcTimer(peer).recordNanoseconds(now &- sent.sentAtNanoseconds)
+                kept += 1
+            }
+            unacknowledged[peer] = Array(list.dropFirst(kept))
+        }
+
+        private func rpcTimer(_ peer: NodeID) -> Timer {
+            if let timer = rpc[peer] { return timer }
+            let timer = Timer(label: "consul.raft.replication.appendEntries.rpc", dimensions: [("peer_id", Self.label(peer))],
+                              factory: factory)
+            rpc[peer] = timer
+            return timer
+        }
     }
 }
 
@@ -89,8 +129,16 @@ extension RaftReplicator {
             metrics.entriesPerAppend.record(append.entries.count)
             metrics.bytesPerAppend.record(bytes)
             peerMetrics.logs(message.to).increment(by: append.entries.count)
+            peerMetrics.appendSent(to: message.to, term: message.term, lastIndex: append.entries[append.entries.count - 1].index,
+                                   at: monotonicNanoseconds())
         }
         transport.send(message)
+    }
+
+    /// The leader times each AppendEntries until the follower's answer covers it.
+    func observeAppendResponse(_ message: Message) {
+        guard case let .appendEntriesResponse(response) = message.body, node.role == .leader, message.term == node.term else { return }
+        peerMetrics.appendAnswered(by: message.from, term: message.term, success: response.success, index: response.index, at: monotonicNanoseconds())
     }
 
     func recordCommit(_ proposal: PendingProposal) {

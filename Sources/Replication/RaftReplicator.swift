@@ -255,6 +255,7 @@ public final class RaftReplicator {
            message.term == node.term {
             matchIndex[message.from] = max(matchIndex[message.from] ?? 0, response.index)
         }
+        observeAppendResponse(message)
         logger.debug("raft: message received", metadata: ["from": "\(message.from)", "term": "\(message.term)"])
         node.step(message)
         drain()

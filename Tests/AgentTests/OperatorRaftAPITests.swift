@@ -162,6 +162,9 @@ struct OperatorRaftAPITests {
         let entries = try #require(snapshot.samples.first { $0.name == "consul.raft.replication.appendEntries.entries" })
         #expect(entries.summary.count > 0 && entries.summary.min >= 1)
         #expect(snapshot.samples.contains { $0.name == "consul.raft.replication.appendEntries.bytes" && $0.summary.sum > 0 })
+        let rpc = snapshot.samples.filter { $0.name == "consul.raft.replication.appendEntries.rpc" }
+        #expect(Set(rpc.compactMap { $0.labels["peer_id"] }) == followerIDs)
+        #expect(rpc.allSatisfy { $0.summary.count > 0 && $0.summary.min >= 0 })
 
         // Transfer to a named follower, asked through the other follower (forwarded).
         let target = followers[0]
