@@ -25,6 +25,10 @@ struct ForwardingState {
     var readsWaitingForApply: [(index: UInt64, deadlineMilliseconds: UInt64, completion: (Result<UInt64, RaftCommitError>) -> Void)] = []
 
     var count: Int { outstanding.count + outstandingReads.count + readsWaitingForApply.count }
+    /// The term in which this server, as leader, saw an entry of its own term committed: from
+    /// then on its commit index is a default-consistency read point (cached so a read does
+    /// not look up the term of the commit index in the log each time).
+    var leaderCommittedInTerm: UInt64 = 0
 
     struct OutstandingRead {
         var leader: NodeID
@@ -262,9 +266,12 @@ extension RaftReplicator {
             // A new leader knows what earlier terms committed only once an entry of its own
             // term commits (§5.4.2; Consul waits for its barrier the same way): until then,
             // confirm with a read index instead.
-            guard node.term(at: node.commitIndex) == node.term else {
-                readIndex(forwardToLeader: false, completion: completion)
-                return
+            if forwarding.leaderCommittedInTerm != node.term {
+                guard node.term(at: node.commitIndex) == node.term else {
+                    readIndex(forwardToLeader: false, completion: completion)
+                    return
+                }
+                forwarding.leaderCommittedInTerm = node.term
             }
             waitForApply(node.commitIndex, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion)
             return
