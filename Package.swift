@@ -24,6 +24,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(name: "CLibUV", path: "CLibShims/CLibUV", pkgConfig: "libuv",
@@ -41,10 +42,12 @@ let package = Package(
         .target(name: "Storage", dependencies: ["CLMDB"]),
         .target(name: "StateStore", dependencies: ["Storage"]),
         .target(name: "Replication", dependencies: ["Storage", "StateStore", "EventLoop", "RaftCore",
-                                                    .product(name: "Logging", package: "swift-log")]),
+                                                    .product(name: "Logging", package: "swift-log"),
+                                                    .product(name: "Metrics", package: "swift-metrics")]),
         .target(name: "HTTP", dependencies: ["CHTTPParser", "EventLoop", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Agent", dependencies: ["EventLoop", "Gossip", "GossipCore", "Storage", "StateStore", "Replication", "HTTP",
-                                              .product(name: "Logging", package: "swift-log")]),
+                                              .product(name: "Logging", package: "swift-log"),
+                                              .product(name: "Metrics", package: "swift-metrics")]),
         .target(name: "ConclaveCLI", dependencies: ["Agent", "HTTP", "Gossip", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "conclave", dependencies: ["ConclaveCLI"]),
 
@@ -55,9 +58,11 @@ let package = Package(
         .testTarget(name: "GossipCoreTests", dependencies: ["GossipCore", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage"]),
         .testTarget(name: "StateStoreTests", dependencies: ["StateStore", "Storage", "TestSupport"]),
-        .testTarget(name: "ReplicationTests", dependencies: ["Replication", "StateStore", "Storage", "EventLoop", "RaftCore"]),
+        .testTarget(name: "ReplicationTests", dependencies: ["Replication", "StateStore", "Storage", "EventLoop", "RaftCore",
+                                                             .product(name: "Metrics", package: "swift-metrics")]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP", "EventLoop", "TestSupport"]),
-        .testTarget(name: "AgentTests", dependencies: ["Agent", "HTTP", "EventLoop", "Replication", "TestSupport"]),
+        .testTarget(name: "AgentTests", dependencies: ["Agent", "HTTP", "EventLoop", "Replication", "TestSupport",
+                                                 .product(name: "Metrics", package: "swift-metrics")]),
         .testTarget(name: "ConclaveCLITests", dependencies: ["ConclaveCLI", "Agent", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ProcessTests", dependencies: ["HTTP"]),
     ]

@@ -35,8 +35,14 @@ public final class Agent: @unchecked Sendable {
     private var boundHTTPPort = 0
     private var stopping = false
 
-    public init(config: AgentConfig, logger: Logger) throws {
+    /// Where this agent's metrics are recorded and served from (/v1/agent/metrics).
+    public let metrics: MetricsRegistry
+
+    /// - Parameter metrics: the registry to record into; the `conclave` process passes
+    ///   `MetricsRegistry.shared`, tests a registry of their own.
+    public init(config: AgentConfig, logger: Logger, metrics: MetricsRegistry = MetricsRegistry()) throws {
         try config.validate()
+        self.metrics = metrics
         Self.unblockShutdownSignals()
         self.config = config
         self.logger = logger
@@ -92,7 +98,7 @@ public final class Agent: @unchecked Sendable {
     private func startOnLoop(nodeID: String) throws {
         // The Raft transport listens first: its bound port goes into the gossip `port` tag.
         if config.server {
-            let serverRaft = try ServerRaft(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir)
+            let serverRaft = try ServerRaft(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir, metricsFactory: metrics)
             serverRaft.onReplicatorStarted = { [weak self] replicator in self?.api?.log = replicator }
             self.serverRaft = serverRaft
         }
@@ -123,6 +129,7 @@ public final class Agent: @unchecked Sendable {
         api.serverPort = serverRaft?.transport.port ?? config.ports.server
         api.log = serverRaft?.replicator
         api.gossip = gossip
+        api.metrics = metrics
         gossip.onUserEvent = { [weak api] in api?.blocking.notifyUserEvent() }
         self.api = api
         startRPC(api: api, gossip: gossip)

@@ -47,6 +47,9 @@ extension HTTPAPI {
                 responder.respond(HTTPResponse(status: 200))
                 requestLeave()
             }
+        case "/v1/agent/metrics":
+            guard allow(responder, ["GET"]) else { return }
+            handleMetrics(responder)
         case "/v1/agent/members":
             guard allow(responder, ["GET"]) else { return }
             handleMembers(responder)

@@ -30,6 +30,8 @@ final class HTTPAPI {
     var gossip: AgentGossip?
     /// Client agents: the connection to the servers that server-held paths are forwarded to.
     var rpcClient: RPCClient?
+    /// What /v1/agent/metrics serves.
+    var metrics: MetricsRegistry?
 
     init(config: AgentConfig, nodeID: String, loop: Loop, logger: Logger, requestLeave: @escaping () -> Void) {
         self.config = config
@@ -52,6 +54,8 @@ final class HTTPAPI {
             handleKV(responder)
         } else if path.hasPrefix("/v1/status/") {
             handleStatus(responder)
+        } else if path.hasPrefix("/v1/operator/raft/") {
+            handleOperatorRaft(responder)
         } else if path == "/v1/operator/keyring" {
             handleOperatorKeyring(responder)
         } else if path.hasPrefix("/v1/event/") {
@@ -127,18 +131,24 @@ final class HTTPAPI {
     /// Runs a read, and if the client passed `?index=N` and nothing in `scope` changed past
     /// N yet, parks it until something does or the wait ends (Consul: default 5 minutes,
     /// at most 10, plus up to wait/16 of jitter so watchers do not all wake together).
+    /// `replicatedState`: the read serves the Raft state store, so the default mode first
+    /// catches up with the leader's commit index (agent-local reads such as events do not).
     func blockingRead(_ responder: HTTPResponder, _ options: QueryOptions, scope: WatchScope,
+                      replicatedState: Bool = false,
                       changed: @escaping (_ current: UInt64, _ client: UInt64) -> Bool = { $0 > $1 },
                       run: @escaping () -> (index: UInt64, response: HTTPResponse)) {
         var wait = options.waitMilliseconds == 0 ? Self.defaultWaitMilliseconds : options.waitMilliseconds
         wait = min(wait, Self.maxWaitMilliseconds)
         wait += UInt64.random(in: 0...(wait / 16))
         let deadline = loop.nowMilliseconds + wait
-        if options.consistency == "consistent" {
-            // Linearizable: confirm the leadership and apply up to its commit index first.
+        if options.consistency == "consistent" || (replicatedState && options.consistency != "stale") {
+            // `consistent` is linearizable: confirm the leadership and apply up to its commit
+            // index first. The default mode trusts the leader: apply up to the commit index it
+            // reports (Consul serves it on the leader; we catch up instead of proxying).
+            let consistent = options.consistency == "consistent"
             holdForLeader({ [weak self] (done: @escaping (Result<UInt64, RaftCommitError>) -> Void) in
                 guard let log = self?.log else { done(.failure(.notLeader(leaderAddress: nil))); return }
-                log.readBarrier(completion: done)
+                if consistent { log.readBarrier(completion: done) } else { log.leaderReadBarrier(completion: done) }
             }) { [weak self] result in
                 switch result {
                 case .success: attempt()

@@ -80,7 +80,10 @@ enum AgentCommand {
         LoggingSystem.bootstrap { label in ConsulLogHandler(label: label, level: level) }
         let logger = Logger(label: "agent")
         do {
-            let agent = try Agent(config: config, logger: logger)
+            // One registry per process: whatever records through MetricsSystem lands beside
+            // what the agent records, in /v1/agent/metrics.
+            MetricsRegistry.bootstrapProcessWide()
+            let agent = try Agent(config: config, logger: logger, metrics: .shared)
             try agent.start()
             agent.waitUntilStopped()
             return 0

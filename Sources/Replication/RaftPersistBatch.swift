@@ -51,15 +51,23 @@ struct DiskJobDone: Sendable {
 extension RaftReplicator {
     /// Runs on the disk thread: one log transaction (fsync), then one state transaction.
     static func run(_ job: DiskJob, on side: DiskSide) -> DiskJobDone {
+        let persistStarted = monotonicNanoseconds()
         do {
             try side.writer.persist(hardState: job.hardState, entries: job.entries, addressBook: job.addressBook)
+            // Only jobs that committed a log transaction (the others skip the write).
+            if job.hardState != nil || !job.entries.isEmpty || job.addressBook != nil {
+                side.metrics.fsyncTime.recordNanoseconds(monotonicNanoseconds() - persistStarted)
+            }
+            if !job.entries.isEmpty { side.metrics.diskBatchEntries.record(job.entries.count) }
         } catch {
             // The core believes these entries are in its log; without them it cannot go on.
             fatalError("raft: failed to persist the log: \(error)")
         }
         guard !job.commands.isEmpty else { return DiskJobDone(applied: nil) }
         do {
+            let applyStarted = monotonicNanoseconds()
             let applied = try side.state.apply(job.commands.map { (index: $0.index, command: $0.data) })
+            side.metrics.fsmApply.recordNanoseconds(monotonicNanoseconds() - applyStarted)
             return DiskJobDone(applied: (job.commands.map(\.index), applied))
         } catch {
             // The entries are committed; a state store that refuses them would serve state that

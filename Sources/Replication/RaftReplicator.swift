@@ -4,6 +4,7 @@
 // Same loop-side shape as SingleNodeLog, which it replaces for clusters.
 import EventLoop
 import Logging
+import Metrics
 import RaftCore
 import StateStore
 import Storage
@@ -50,6 +51,8 @@ public final class RaftReplicator {
     var matchIndex: [NodeID: UInt64] = [:]
     /// Where this server's transport can be reached by the others.
     private(set) var advertiseAddress: String?
+    let metrics: RaftMetrics
+    let peerMetrics: RaftMetrics.Peers
 
     private var observedRole: Role = .follower
     private var observedLeader: NodeID?
@@ -58,6 +61,8 @@ public final class RaftReplicator {
     struct PendingProposal {
         var term: UInt64
         var completion: (Result<CommitOutcome, RaftCommitError>) -> Void
+        /// For consul.raft.commitTime.
+        var proposedAtNanoseconds: UInt64 = 0
     }
 
     private struct PendingRead {
@@ -69,7 +74,10 @@ public final class RaftReplicator {
     final class DiskSide {
         let writer: RaftLogWriter
         let state: StateStore
-        init(writer: RaftLogWriter, state: StateStore) { self.writer = writer; self.state = state }
+        let metrics: RaftMetrics
+        init(writer: RaftLogWriter, state: StateStore, metrics: RaftMetrics) {
+            self.writer = writer; self.state = state; self.metrics = metrics
+        }
     }
 
     /// - Parameters:
@@ -80,9 +88,11 @@ public final class RaftReplicator {
     ///     A server joining an existing cluster passes nil and is added by the leader's `addServer`.
     ///   - advertiseAddress: this server's "host:port" for the others; defaults to its bootstrap
     ///     entry, else 127.0.0.1 and the transport's port.
+    ///   - metricsFactory: where metrics go (see RaftMetrics); nil: the process-wide MetricsSystem.
     public init(id: NodeID, loop: Loop, dataDirectory: String, transport: RaftTransport,
                 bootstrap: [NodeID: String]? = nil, advertiseAddress: String? = nil,
-                config: RaftReplicatorConfig = RaftReplicatorConfig(), logger: Logger) throws {
+                config: RaftReplicatorConfig = RaftReplicatorConfig(), logger: Logger,
+                metricsFactory: (any MetricsFactory)? = nil) throws {
         try config.validate()
         precondition(id != 0, "raft: server id 0 is reserved (it stands for 'no vote')")
         self.id = id
@@ -103,7 +113,9 @@ public final class RaftReplicator {
         lastAppliedIndex = try state.appliedIndex()
         addressBook = recovered.addressBook
         self.advertiseAddress = advertiseAddress
-        diskSide = ThreadHandoff(value: DiskSide(writer: writer, state: state))
+        metrics = RaftMetrics(factory: metricsFactory ?? MetricsSystem.factory)
+        peerMetrics = RaftMetrics.Peers(factory: metrics.factory)
+        diskSide = ThreadHandoff(value: DiskSide(writer: writer, state: state, metrics: metrics))
         node = RaftNode(id: id, config: config.raft, log: raftLog, hardState: recovered.hardState,
                         seed: config.seed ?? UInt64.random(in: 1 ... .max))
         observedConfiguration = node.configuration
@@ -175,7 +187,8 @@ public final class RaftReplicator {
         case let .accepted(index, term):
             // An earlier proposal at this index was overwritten by another term before this
             // server led again (expireWaiters had no tick in between to notice).
-            if let stale = proposals.updateValue(PendingProposal(term: term, completion: completion), forKey: index) {
+            if let stale = proposals.updateValue(PendingProposal(term: term, completion: completion,
+                                                                 proposedAtNanoseconds: monotonicNanoseconds()), forKey: index) {
                 stale.completion(.failure(.leadershipLost(index: index, term: stale.term)))
             }
             drain()
@@ -231,6 +244,7 @@ public final class RaftReplicator {
     private func tick() {
         guard !closed else { return }
         node.tick()
+        sampleReplicationMetrics()
         expireWaiters()
         drain()
     }
@@ -241,6 +255,7 @@ public final class RaftReplicator {
            message.term == node.term {
             matchIndex[message.from] = max(matchIndex[message.from] ?? 0, response.index)
         }
+        observeAppendResponse(message)
         logger.debug("raft: message received", metadata: ["from": "\(message.from)", "term": "\(message.term)"])
         node.step(message)
         drain()
@@ -278,7 +293,7 @@ public final class RaftReplicator {
             precondition(ready.snapshot == nil, "raft: installing snapshots is not supported yet")
             for out in ready.messages {
                 if out.mayPrecedePersistence {
-                    transport.send(out.message)
+                    sendCounted(out.message)
                 } else {
                     accumulating.heldMessages.append(out.message)
                 }
@@ -323,7 +338,7 @@ public final class RaftReplicator {
             raftLog.stableTo(index: last.index, term: last.term)
             node.persisted(upTo: last.index, term: last.term)
         }
-        for message in batch.heldMessages { transport.send(message) }
+        for message in batch.heldMessages { sendCounted(message) }
         var results: [UInt64: ApplyResult] = [:]
         if let (indexes, applied) = done.applied {
             for (index, result) in zip(indexes, applied.results) { results[index] = result }
@@ -332,6 +347,7 @@ public final class RaftReplicator {
             lastAppliedIndex = max(lastAppliedIndex, entry.index)
             guard let proposal = proposals.removeValue(forKey: entry.index) else { continue }
             if proposal.term == entry.term {
+                recordCommit(proposal)
                 proposal.completion(.success(CommitOutcome(index: entry.index,
                                                            result: results[entry.index] ?? .failed("not applied"))))
             } else {
