@@ -15,20 +15,26 @@ public final class RaftReplicator {
     /// Read-only view of the state store for the loop thread (LMDB read transactions).
     public let reader: StateStore
     /// Called on the loop thread after each applied batch of commands (wakes blocking queries).
+    /// After an installed snapshot replaced the whole state, `changedKeys` is `[""]`: every
+    /// key may have changed (the empty key is never a real key).
     public var onApplied: ((AppliedBatch) -> Void)?
     /// Highest log index applied here: commands, no-ops and configuration entries alike.
-    public private(set) var lastAppliedIndex: UInt64
+    public internal(set) var lastAppliedIndex: UInt64
 
     let loop: Loop
     let config: RaftReplicatorConfig
     let logger: Logger
     let transport: RaftTransport
     let node: RaftNode
-    private let raftLog: LMDBRaftLog
+    let raftLog: LMDBRaftLog
     private let logEnvironment: Environment
-    private let stateEnvironment: Environment
-    private let disk = DiskThread(name: "conclave-raft-disk")
-    private let diskSide: ThreadHandoff<DiskSide>
+    let stateEnvironment: Environment
+    let disk = DiskThread(name: "conclave-raft-disk")
+    let diskSide: ThreadHandoff<DiskSide>
+    /// Dumps the state for InstallSnapshot streams without holding up the disk thread's commits.
+    let snapshotThread = DiskThread(name: "conclave-raft-snapshot")
+    var snapshotMailbox: LoopMailbox<SnapshotEvent>?
+    var snapshots = SnapshotActivity()
     private var mailbox: LoopMailbox<DiskJobDone>?
     private var ticker: LoopTimer?
     var addressBook: [NodeID: String]
@@ -131,6 +137,13 @@ public final class RaftReplicator {
         transport.connectionPreamble = HelloFrame(id: id, address: ownAddress).encoded()
         transport.onMessage = { [weak self] message in self?.receive(message) }
         transport.onControlFrame = { [weak self] payload in self?.receiveControlFrame(payload) }
+        snapshotMailbox = LoopMailbox<SnapshotEvent>(loop: loop) { [weak self] events in
+            for event in events { self?.snapshotEvent(event) }
+        }
+        transport.streamHandlers[StreamKind.snapshot] = { [weak self] connection, firstFrame, decoder in
+            guard let self else { connection.closeNow(); return }
+            self.acceptSnapshotStream(connection, firstFrame: firstFrame, decoder: decoder)
+        }
         let ticker = LoopTimer(loop: loop)
         ticker.start(afterMilliseconds: config.tickIntervalMilliseconds,
                      repeatMilliseconds: config.tickIntervalMilliseconds) { [weak self] in self?.tick() }
@@ -232,6 +245,7 @@ public final class RaftReplicator {
         guard !closed else { return }
         node.tick()
         expireWaiters()
+        snapshotTick()
         drain()
     }
 
@@ -275,9 +289,11 @@ public final class RaftReplicator {
         // Past the bound, the rest waits for the job that is about to start (or is running):
         // its completion drains again.
         while accumulating.committed.count < config.maxApplyEntriesPerBatch, let ready = node.ready() {
-            precondition(ready.snapshot == nil, "raft: installing snapshots is not supported yet")
             for out in ready.messages {
-                if out.mayPrecedePersistence {
+                if case let .installSnapshot(install) = out.message.body {
+                    // The snapshot's data travels on its own stream (RaftSnapshots.swift).
+                    sendSnapshot(to: out.message.to, term: out.message.term, install.snapshot.metadata)
+                } else if out.mayPrecedePersistence {
                     transport.send(out.message)
                 } else {
                     accumulating.heldMessages.append(out.message)
@@ -298,8 +314,10 @@ public final class RaftReplicator {
             accumulating.addressBook = addressBook
             addressBookDirty = false
         }
+        if let compaction = raftLog.takePendingCompaction() { accumulating.compaction = compaction }
         guard !accumulating.isEmpty else { return }
-        let batch = accumulating
+        var batch = accumulating
+        batch.restoreGeneration = raftLog.restoreGeneration
         accumulating = PersistBatch()
         inFlight = batch
         guard batch.hasDiskWork else {
@@ -311,7 +329,7 @@ public final class RaftReplicator {
                           commands: batch.committed.filter {
                               $0.kind == .normal && $0.index > lastAppliedIndex && !AddressRecord.isRecord($0)
                           },
-                          addressBook: batch.addressBook)
+                          addressBook: batch.addressBook, restore: batch.restore, compaction: batch.compaction)
         let side = diskSide
         disk.submit { mailbox.send(Self.run(job, on: side.value)) }
     }
@@ -319,9 +337,17 @@ public final class RaftReplicator {
     private func jobFinished(_ done: DiskJobDone) {
         guard !closed, let batch = inFlight else { return }
         inFlight = nil
-        if let last = batch.entries.last {
+        if let restore = batch.restore, batch.restoreGeneration == raftLog.restoreGeneration {
+            node.persisted(upTo: restore.index, term: restore.term)
+            lastAppliedIndex = max(lastAppliedIndex, restore.index)
+            logger.info("raft: snapshot installed", metadata: ["index": "\(restore.index)", "term": "\(restore.term)"])
+        }
+        if let last = batch.entries.last, batch.restoreGeneration == raftLog.restoreGeneration {
             raftLog.stableTo(index: last.index, term: last.term)
             node.persisted(upTo: last.index, term: last.term)
+        }
+        if let compaction = batch.compaction {
+            logger.info("raft: snapshot complete up to", metadata: ["index": "\(compaction.index)", "term": "\(compaction.term)"])
         }
         for message in batch.heldMessages { transport.send(message) }
         var results: [UInt64: ApplyResult] = [:]
@@ -412,6 +438,10 @@ public final class RaftReplicator {
         for read in waitingReads.values { read.completion(.failure(.closed)) }
         failAllForwards()
         failMembership(.closed)
+        closeSnapshotStreams()
+        snapshotThread.stop()
+        snapshotMailbox?.close()
+        snapshotMailbox = nil
         disk.stop()
         mailbox?.close()
         mailbox = nil
