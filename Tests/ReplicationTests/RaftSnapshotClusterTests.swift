@@ -1,0 +1,78 @@
+// Snapshots in a real in-process cluster (TCP on 127.0.0.1, LMDB in temp dirs): logs are
+// compacted past a threshold, a follower that missed compacted entries catches up through an
+// InstallSnapshot stream, and servers restart from compacted or restored logs.
+import Foundation
+import RaftCore
+@testable import Replication
+import StateStore
+import Testing
+
+@Suite("Raft snapshots in a cluster", .serialized)
+struct RaftSnapshotClusterTests {
+    static var config: RaftReplicatorConfig {
+        var config = RaftReplicatorConfig.fastForTests()
+        config.snapshotThreshold = 20
+        config.trailingLogs = 5
+        config.snapshotIntervalMilliseconds = 20
+        // Several chunks per stream, so the stream's framing and backpressure are exercised.
+        config.snapshotChunkBytes = 1 << 10
+        config.snapshotWindowBytes = 4 << 10
+        return config
+    }
+
+    @Test func aFollowerBehindTheCompactionPointCatchesUpThroughInstallSnapshot() throws {
+        let cluster = try TestCluster(size: 3, config: Self.config)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let follower = try #require(cluster.running.map(\.id).first { $0 != leader })
+        #expect(try cluster.write(on: leader, prefix: "a/", count: 10).acknowledgedKeys.count == 10)
+        #expect(try eventually { try cluster.contents(follower).count == 10 })
+        let followerLast = try cluster.servers[follower]!.run { $0.lastAppliedIndex }
+        try cluster.stop(follower)
+
+        #expect(try cluster.write(on: leader, prefix: "b/", count: 300).acknowledgedKeys.count == 300)
+        // The leader compacts past everything the stopped follower has.
+        #expect(try eventually { try cluster.servers[leader]!.run { $0.lastSnapshotIndex } > followerLast + 1 })
+
+        try cluster.restart(follower)
+        let expected = try cluster.contents(leader)
+        #expect(expected.count == 310)
+        #expect(try eventually(30) { try cluster.contents(follower) == expected })
+        #expect(try cluster.servers[follower]!.run { $0.snapshotsInstalled } >= 1)
+        #expect(try cluster.servers[leader]!.run { $0.snapshotsSent } >= 1)
+
+        // Replication carries on after the snapshot point.
+        #expect(try cluster.write(on: leader, prefix: "c/", count: 50).acknowledgedKeys.count == 50)
+        let after = try cluster.contents(leader)
+        #expect(try eventually(30) { try cluster.contents(follower) == after })
+
+        // The follower restarts from its restored log (snapshot point, then entries).
+        try cluster.stop(follower)
+        try cluster.restart(follower)
+        #expect(try cluster.servers[follower]!.run { $0.lastSnapshotIndex } > 0)
+        #expect(try eventually(30) { try cluster.contents(follower) == after })
+    }
+
+    @Test func everyServerRestartsFromACompactedLog() throws {
+        let cluster = try TestCluster(size: 3, config: Self.config)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        #expect(try cluster.write(on: leader, prefix: "k/", count: 200).acknowledgedKeys.count == 200)
+        let expected = try cluster.contents(leader)
+        for id in [1, 2, 3] as [NodeID] {
+            #expect(try eventually { try cluster.servers[id]!.run { $0.lastSnapshotIndex } > 100 }, "server \(id)")
+        }
+        for id in [1, 2, 3] as [NodeID] { try cluster.stop(id) }
+        for id in [1, 2, 3] as [NodeID] { try cluster.restart(id) }
+        let newLeader = try #require(try cluster.waitForLeader())
+        for id in [1, 2, 3] as [NodeID] {
+            #expect(try cluster.servers[id]!.run { $0.lastSnapshotIndex } > 100, "server \(id)")
+            #expect(try cluster.contents(id) == expected, "server \(id)")
+        }
+        #expect(try cluster.write(on: newLeader, prefix: "more/", count: 30).acknowledgedKeys.count == 30)
+        let after = try cluster.contents(newLeader)
+        for id in [1, 2, 3] as [NodeID] {
+            #expect(try eventually { try cluster.contents(id) == after }, "server \(id)")
+        }
+    }
+}
