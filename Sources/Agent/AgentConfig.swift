@@ -52,6 +52,11 @@ public struct AgentConfig: Sendable, Equatable {
     public var kvMaxValueSizeBytes = 512 * 1024
     /// Consul's `http_config.max_header_bytes` is Go's 1 MiB default; we keep headers small.
     public var httpMaxHeaderBytes = 64 * 1024
+    /// Consul's `raft_snapshot_threshold`, `raft_trailing_logs`, `raft_snapshot_interval`
+    /// (defaults 16384, 10240, 30s): when a server compacts its Raft log.
+    public var raftSnapshotThreshold = 16_384
+    public var raftTrailingLogs = 10_240
+    public var raftSnapshotIntervalMs: UInt64 = 30_000
 
     public init() {}
 
@@ -92,6 +97,8 @@ public struct AgentConfig: Sendable, Equatable {
             throw .invalid("ports.\(name) must be -1 (disabled) or 0...65535, got \(port)")
         }
         if kvMaxValueSizeBytes <= 0 { throw .invalid("kv_max_value_size must be positive") }
+        if raftSnapshotThreshold <= 0 { throw .invalid("raft_snapshot_threshold must be positive") }
+        if raftTrailingLogs < 0 { throw .invalid("raft_trailing_logs must not be negative") }
     }
 
     /// Applies a Consul JSON config file (the keys this agent understands; others are
@@ -136,6 +143,14 @@ public struct AgentConfig: Sendable, Equatable {
             case "client_addr": clientAddr = try string(key, value)
             case "log_level": logLevel = try string(key, value)
             case "kv_max_value_size": kvMaxValueSizeBytes = try int(key, value)
+            case "raft_snapshot_threshold": raftSnapshotThreshold = try int(key, value)
+            case "raft_trailing_logs": raftTrailingLogs = try int(key, value)
+            case "raft_snapshot_interval":
+                let text = try string(key, value)
+                guard let nanos = GoDuration.nanoseconds(text), nanos >= 1_000_000 else {
+                    throw .invalid("\(source): raft_snapshot_interval must be a duration such as \"30s\", got \"\(text)\"")
+                }
+                raftSnapshotIntervalMs = nanos / 1_000_000
             case "advertise_addr": advertiseAddr = try string(key, value)
             case "encrypt": encryptKey = try string(key, value)
             case "event_handlers":

@@ -65,9 +65,12 @@ final class ServerRaft {
     static let reconcileIntervalMilliseconds: UInt64 = 1_000
 
     /// Consul's raft_multiplier=1 timing: 50 ms ticks, so elections time out after 0.5–1 s.
-    static var replicatorConfig: RaftReplicatorConfig {
+    static func replicatorConfig(_ agent: AgentConfig) -> RaftReplicatorConfig {
         var config = RaftReplicatorConfig()
         config.tickIntervalMilliseconds = 50
+        config.snapshotThreshold = UInt64(agent.raftSnapshotThreshold)
+        config.trailingLogs = UInt64(agent.raftTrailingLogs)
+        config.snapshotIntervalMilliseconds = agent.raftSnapshotIntervalMs
         return config
     }
 
@@ -111,7 +114,7 @@ final class ServerRaft {
     private func open(bootstrap: [NodeID: String]?) throws {
         let replicator = try RaftReplicator(id: raftID, loop: loop, dataDirectory: dataDir, transport: transport,
                                             bootstrap: bootstrap, advertiseAddress: advertiseAddress,
-                                            config: Self.replicatorConfig, logger: logger)
+                                            config: Self.replicatorConfig(config), logger: logger)
         replicator.start()
         self.replicator = replicator
         onReplicatorStarted?(replicator)
