@@ -81,6 +81,8 @@ struct SnapshotActivity {
     /// At most one inbound stream at a time.
     var incoming: IncomingSnapshot?
     var nextStreamID: UInt64 = 1
+    /// The last snapshot each peer acknowledged, and when.
+    var recentlySent: [NodeID: (index: UInt64, atMilliseconds: UInt64)] = [:]
     /// Counters (a metrics backend would export these).
     var sent = 0
     var installed = 0
@@ -166,7 +168,13 @@ extension RaftReplicator {
             logger.debug("raft: snapshot to peer already in flight", metadata: ["peer": "\(peer)"])
             return
         }
-        guard let mailbox = snapshotMailbox, transport.address(of: peer) != nil else { return }
+        // The core resends after an election timeout without an answer; a stream that just
+        // finished has its answer on the way (after the follower's restore is durable).
+        if let recent = snapshots.recentlySent[peer], recent.index >= metadata.index,
+           loop.nowMilliseconds < recent.atMilliseconds + 2 * UInt64(config.raft.electionTicks) * config.tickIntervalMilliseconds {
+            return
+        }
+        guard let mailbox = snapshotMailbox, !transport.partitioned, transport.address(of: peer) != nil else { return }
         let stream = snapshots.nextStreamID
         snapshots.nextStreamID += 1
         snapshots.outgoing[peer] = OutgoingSnapshot(id: stream, peer: peer, term: term, metadata: metadata,
@@ -244,6 +252,7 @@ extension RaftReplicator {
                     }
                     if frame[1] == 0 {
                         self.snapshots.sent += 1
+                        self.snapshots.recentlySent[outgoing.peer] = (outgoing.metadata.index, self.loop.nowMilliseconds)
                         self.logger.info("raft: snapshot sent to peer", metadata: [
                             "peer": "\(outgoing.peer)", "index": "\(outgoing.metadata.index)", "bytes": "\(dump.bytes.count)"])
                         self.endOutgoing(outgoing, failure: nil)
@@ -312,7 +321,7 @@ extension RaftReplicator {
     // MARK: Follower: receiving
 
     func acceptSnapshotStream(_ connection: TCPConnection, firstFrame: [UInt8], decoder: FrameDecoder) {
-        guard !closed, snapshots.incoming == nil else {
+        guard !closed, !transport.partitioned, snapshots.incoming == nil else {
             logger.warning("raft: refusing a second snapshot stream", metadata: ["remote": "\(connection.remoteAddress)"])
             connection.closeNow()
             return
@@ -358,7 +367,8 @@ extension RaftReplicator {
         }
         switch event {
         case let .header(header):
-            incoming.buffer.reserveCapacity(Int(header.dumpSize))
+            // Grows as chunks arrive beyond this: a header alone cannot make us allocate a lot.
+            incoming.buffer.reserveCapacity(Int(min(header.dumpSize, 64 << 20)))
             logger.info("raft: receiving snapshot", metadata: [
                 "leader": "\(header.leader)", "index": "\(header.metadata.index)", "term": "\(header.metadata.term)",
                 "bytes": "\(header.dumpSize)"])
