@@ -35,6 +35,8 @@ public final class RaftReplicator {
     let snapshotThread = DiskThread(name: "conclave-raft-snapshot")
     var snapshotMailbox: LoopMailbox<SnapshotEvent>?
     var snapshots = SnapshotActivity()
+    /// Where snapshot streams keep their temporary files.
+    let snapshotDirectory: String
     private var mailbox: LoopMailbox<DiskJobDone>?
     private var ticker: LoopTimer?
     var addressBook: [NodeID: String]
@@ -100,6 +102,8 @@ public final class RaftReplicator {
         self.transport = transport
         logEnvironment = try Environment(directory: DataLayout.logDirectory(dataDirectory), durability: .full)
         stateEnvironment = try Environment(directory: DataLayout.stateDirectory(dataDirectory), durability: .noMetaSync)
+        snapshotDirectory = DataLayout.snapshotTempDirectory(dataDirectory)
+        SnapshotTempFile.prepare(directory: snapshotDirectory)
         let writer = try RaftLogWriter(environment: logEnvironment)
         let recovered = try writer.recover(bootstrap: bootstrap)
         raftLog = try LMDBRaftLog(environment: logEnvironment, snapshot: recovered.snapshot,

@@ -45,12 +45,13 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
     public var trailingLogs: UInt64 = 10_240
     /// How often the threshold is checked (Consul's raft_snapshot_interval, default 30 s).
     public var snapshotIntervalMilliseconds: UInt64 = 30_000
-    /// Largest state dump sent or accepted in an InstallSnapshot stream; the dump is held in
-    /// memory on both sides while it streams.
+    /// Largest state dump sent or accepted in an InstallSnapshot stream (it streams through
+    /// temporary files under the data dir on both sides, never held in memory whole).
     public var maxSnapshotBytes: Int = 1 << 30
     /// Dump bytes per chunk frame of the snapshot stream.
     public var snapshotChunkBytes: Int = 512 << 10
-    /// The leader stops writing chunks while this many bytes wait in the socket's queue.
+    /// The leader stops writing chunks while this many bytes wait in the socket's queue; the
+    /// follower stops reading while this many received bytes wait for its temporary file.
     public var snapshotWindowBytes: Int = 4 << 20
     /// A snapshot stream without progress (bytes sent or received, or the follower's answer
     /// after the last byte) for this long is dropped; the core resends later.

@@ -7,6 +7,8 @@
 //   transaction, and only then steps the core with the InstallSnapshot (metadata S). Entries
 //   S+1...A that arrive afterwards are already in the state and the state store skips them
 //   (applied-index check), which is why shipping a dump newer than S is safe.
+// Both ends stream the dump through a temporary file (SnapshotTempFile) written and read on
+// the snapshot thread; the loop thread only moves chunks between the file jobs and the socket.
 import Crypto
 import EventLoop
 import Logging
@@ -18,12 +20,17 @@ enum SnapshotEvent: Sendable {
     case stateSynced(appliedIndex: UInt64)
     case stateSyncFailed(String)
     case dumpReady(peer: NodeID, stream: UInt64, Result<StateDump, SnapshotFailure>)
+    /// A chunk of a leader's dump file, read for sending.
+    case chunkRead(peer: NodeID, stream: UInt64, Result<[UInt8], SnapshotFailure>)
+    /// A follower wrote `bytes` of a received chunk to its file (or failed to).
+    case chunkWritten(stream: UInt64, bytes: Int, failure: String?)
     case installLoaded(stream: UInt64, Result<StateSnapshot.LoadOutcome, SnapshotFailure>)
 }
 
+/// A leader's dump, in its temporary file.
 struct StateDump: Sendable {
     var appliedIndex: UInt64
-    var bytes: [UInt8]
+    var size: Int
     var checksum: [UInt8]
 }
 
@@ -35,16 +42,20 @@ final class OutgoingSnapshot {
     let peer: NodeID
     let term: UInt64
     let metadata: SnapshotMetadata
+    let file: SnapshotTempFile
     var dump: StateDump?
     var connection: TCPConnection?
     var sent = 0
+    /// A chunk is being read from the file on the snapshot thread.
+    var reading = false
     var trailerSent = false
     var lastProgressMilliseconds: UInt64
     var lastPendingBytes = 0
     var frames = FrameDecoder(maxFrameBytes: 64)
 
-    init(id: UInt64, peer: NodeID, term: UInt64, metadata: SnapshotMetadata, now: UInt64) {
+    init(id: UInt64, peer: NodeID, term: UInt64, metadata: SnapshotMetadata, file: SnapshotTempFile, now: UInt64) {
         self.id = id
+        self.file = file
         self.peer = peer
         self.term = term
         self.metadata = metadata
@@ -58,13 +69,18 @@ final class IncomingSnapshot {
     let connection: TCPConnection
     var frames: FrameDecoder
     var stream: SnapshotStreamDecoder
-    var buffer: [UInt8] = []
+    let file: SnapshotTempFile
+    /// Bytes handed to the snapshot thread and not yet written; reading pauses above a bound.
+    var unwrittenBytes = 0
+    var pausedForDisk = false
     var hasher = SHA256()
     var loading = false
     var lastProgressMilliseconds: UInt64
 
-    init(id: UInt64, connection: TCPConnection, frames: FrameDecoder, maxSnapshotBytes: Int, now: UInt64) {
+    init(id: UInt64, connection: TCPConnection, frames: FrameDecoder, file: SnapshotTempFile,
+         maxSnapshotBytes: Int, now: UInt64) {
         self.id = id
+        self.file = file
         self.connection = connection
         self.frames = frames
         stream = SnapshotStreamDecoder(maxSnapshotBytes: maxSnapshotBytes)
@@ -156,6 +172,10 @@ extension RaftReplicator {
             logger.error("raft: failed to sync the state for a snapshot", metadata: ["error": "\(reason)"])
         case let .dumpReady(peer, stream, result):
             dumpReady(peer: peer, stream: stream, result)
+        case let .chunkRead(peer, stream, result):
+            chunkRead(peer: peer, stream: stream, result)
+        case let .chunkWritten(stream, bytes, failure):
+            chunkWritten(stream: stream, bytes: bytes, failure: failure)
         case let .installLoaded(stream, result):
             installLoaded(stream: stream, result)
         }
@@ -177,7 +197,8 @@ extension RaftReplicator {
         guard let mailbox = snapshotMailbox, !transport.partitioned, transport.address(of: peer) != nil else { return }
         let stream = snapshots.nextStreamID
         snapshots.nextStreamID += 1
-        snapshots.outgoing[peer] = OutgoingSnapshot(id: stream, peer: peer, term: term, metadata: metadata,
+        let file = SnapshotTempFile(path: snapshotDirectory + "/send-\(peer)-\(stream).tmp")
+        snapshots.outgoing[peer] = OutgoingSnapshot(id: stream, peer: peer, term: term, metadata: metadata, file: file,
                                                     now: loop.nowMilliseconds)
         logger.info("raft: sending snapshot to peer", metadata: [
             "peer": "\(peer)", "index": "\(metadata.index)", "term": "\(metadata.term)"])
@@ -186,12 +207,21 @@ extension RaftReplicator {
         snapshotThread.submit {
             let result: Result<StateDump, SnapshotFailure>
             do {
-                let (applied, bytes) = try StateSnapshot.dump(environment)
-                if bytes.count > limit {
-                    result = .failure(SnapshotFailure(reason: "state dump of \(bytes.count) bytes exceeds maxSnapshotBytes \(limit)"))
-                } else {
-                    result = .success(StateDump(appliedIndex: applied, bytes: bytes, checksum: Array(SHA256.hash(data: bytes))))
+                file.create()
+                var hasher = SHA256()
+                var size = 0
+                let (applied, _) = try StateSnapshot.dump(environment) { piece in
+                    size += piece.count
+                    guard size <= limit else {
+                        throw SnapshotFailure(reason: "state dump exceeds maxSnapshotBytes \(limit)")
+                    }
+                    hasher.update(data: piece)
+                    file.append(piece)
                 }
+                if let failure = file.failure { throw SnapshotFailure(reason: failure) }
+                result = .success(StateDump(appliedIndex: applied, size: size, checksum: Array(hasher.finalize())))
+            } catch let failure as SnapshotFailure {
+                result = .failure(failure)
             } catch {
                 result = .failure(SnapshotFailure(reason: "\(error)"))
             }
@@ -254,7 +284,7 @@ extension RaftReplicator {
                         self.snapshots.sent += 1
                         self.snapshots.recentlySent[outgoing.peer] = (outgoing.metadata.index, self.loop.nowMilliseconds)
                         self.logger.info("raft: snapshot sent to peer", metadata: [
-                            "peer": "\(outgoing.peer)", "index": "\(outgoing.metadata.index)", "bytes": "\(dump.bytes.count)"])
+                            "peer": "\(outgoing.peer)", "index": "\(outgoing.metadata.index)", "bytes": "\(dump.size)"])
                         self.endOutgoing(outgoing, failure: nil)
                     } else {
                         self.endOutgoing(outgoing, failure: "the peer refused the snapshot")
@@ -273,39 +303,62 @@ extension RaftReplicator {
         var book = addressBook
         book[id] = advertiseAddress
         let header = SnapshotStreamHeader(leader: id, term: outgoing.term, metadata: outgoing.metadata,
-                                          addressBook: book, dumpSize: UInt64(dump.bytes.count),
+                                          addressBook: book, dumpSize: UInt64(dump.size),
                                           appliedIndex: dump.appliedIndex)
         connection.write(Framing.frame(header.encoded()))
         pump(outgoing)
     }
 
-    /// Writes chunks while the socket's queue is below the window (backpressure), then the
-    /// trailer. Called as the stream starts and on every tick.
+    /// Asks the snapshot thread for the next chunk while the socket's queue is below the
+    /// window (backpressure), one chunk at a time; then writes the trailer. Called as the
+    /// stream starts, as each chunk arrives, and on every tick.
     private func pump(_ outgoing: OutgoingSnapshot) {
-        guard let connection = outgoing.connection, let dump = outgoing.dump, !connection.isClosed else { return }
+        guard let connection = outgoing.connection, let dump = outgoing.dump, !connection.isClosed,
+              let mailbox = snapshotMailbox else { return }
         let now = loop.nowMilliseconds
         if connection.pendingWriteBytes < outgoing.lastPendingBytes { outgoing.lastProgressMilliseconds = now }
-        while outgoing.sent < dump.bytes.count, connection.pendingWriteBytes < config.snapshotWindowBytes {
-            let end = min(dump.bytes.count, outgoing.sent + config.snapshotChunkBytes)
-            var payload: [UInt8] = [SnapshotFrameKind.chunk]
-            payload.reserveCapacity(1 + end - outgoing.sent)
-            payload += dump.bytes[outgoing.sent ..< end]
-            connection.write(Framing.frame(payload))
-            outgoing.sent = end
-            outgoing.lastProgressMilliseconds = now
-        }
-        if outgoing.sent == dump.bytes.count, !outgoing.trailerSent {
+        outgoing.lastPendingBytes = connection.pendingWriteBytes
+        if outgoing.sent < dump.size {
+            guard !outgoing.reading, connection.pendingWriteBytes < config.snapshotWindowBytes else { return }
+            outgoing.reading = true
+            let (file, offset, count) = (outgoing.file, outgoing.sent, min(config.snapshotChunkBytes, dump.size - outgoing.sent))
+            let (peer, stream) = (outgoing.peer, outgoing.id)
+            snapshotThread.submit {
+                let result: Result<[UInt8], SnapshotFailure>
+                if let bytes = file.read(at: offset, count: count), bytes.count == count {
+                    result = .success(bytes)
+                } else {
+                    result = .failure(SnapshotFailure(reason: file.failure ?? "the dump file is shorter than \(offset + count) bytes"))
+                }
+                _ = mailbox.send(.chunkRead(peer: peer, stream: stream, result))
+            }
+        } else if !outgoing.trailerSent {
             connection.write(Framing.frame([SnapshotFrameKind.trailer] + dump.checksum))
             outgoing.trailerSent = true
             outgoing.lastProgressMilliseconds = now
         }
-        outgoing.lastPendingBytes = connection.pendingWriteBytes
+    }
+
+    private func chunkRead(peer: NodeID, stream: UInt64, _ result: Result<[UInt8], SnapshotFailure>) {
+        guard let outgoing = snapshots.outgoing[peer], outgoing.id == stream, let connection = outgoing.connection else { return }
+        outgoing.reading = false
+        switch result {
+        case let .failure(failure):
+            endOutgoing(outgoing, failure: failure.reason)
+        case let .success(bytes):
+            connection.write(Framing.frame([SnapshotFrameKind.chunk] + bytes))
+            outgoing.sent += bytes.count
+            outgoing.lastProgressMilliseconds = loop.nowMilliseconds
+            pump(outgoing)
+        }
     }
 
     private func endOutgoing(_ outgoing: OutgoingSnapshot, failure: String?) {
         guard snapshots.outgoing[outgoing.peer] === outgoing else { return }
         snapshots.outgoing[outgoing.peer] = nil
         outgoing.dump = nil
+        let file = outgoing.file
+        snapshotThread.submit { file.remove() }
         if let connection = outgoing.connection {
             connection.onRead = nil
             connection.onClose = nil
@@ -326,9 +379,12 @@ extension RaftReplicator {
             connection.closeNow()
             return
         }
-        let incoming = IncomingSnapshot(id: snapshots.nextStreamID, connection: connection, frames: decoder,
-                                        maxSnapshotBytes: config.maxSnapshotBytes, now: loop.nowMilliseconds)
+        let stream = snapshots.nextStreamID
         snapshots.nextStreamID += 1
+        let file = SnapshotTempFile(path: snapshotDirectory + "/receive-\(stream).tmp")
+        snapshotThread.submit { file.create() }
+        let incoming = IncomingSnapshot(id: stream, connection: connection, frames: decoder, file: file,
+                                        maxSnapshotBytes: config.maxSnapshotBytes, now: loop.nowMilliseconds)
         snapshots.incoming = incoming
         connection.onRead = { [weak self, weak incoming] bytes in
             guard let self, let incoming else { return }
@@ -367,14 +423,12 @@ extension RaftReplicator {
         }
         switch event {
         case let .header(header):
-            // Grows as chunks arrive beyond this: a header alone cannot make us allocate a lot.
-            incoming.buffer.reserveCapacity(Int(min(header.dumpSize, 64 << 20)))
             logger.info("raft: receiving snapshot", metadata: [
                 "leader": "\(header.leader)", "index": "\(header.metadata.index)", "term": "\(header.metadata.term)",
                 "bytes": "\(header.dumpSize)"])
         case let .chunk(bytes):
             incoming.hasher.update(data: bytes)
-            incoming.buffer += bytes
+            writeChunk(bytes, incoming)
         case let .trailer(checksum):
             guard Array(incoming.hasher.finalize()) == checksum, let header = incoming.stream.header else {
                 endIncoming(incoming, failure: "checksum mismatch")
@@ -384,29 +438,67 @@ extension RaftReplicator {
         }
     }
 
+    /// Hands a chunk to the snapshot thread for the temporary file; past a bound of unwritten
+    /// bytes the stream stops reading until the disk catches up.
+    private func writeChunk(_ bytes: [UInt8], _ incoming: IncomingSnapshot) {
+        guard let mailbox = snapshotMailbox else { return }
+        incoming.unwrittenBytes += bytes.count
+        let (file, stream) = (incoming.file, incoming.id)
+        snapshotThread.submit {
+            file.append(bytes)
+            _ = mailbox.send(.chunkWritten(stream: stream, bytes: bytes.count, failure: file.failure))
+        }
+        if incoming.unwrittenBytes > config.snapshotWindowBytes, !incoming.pausedForDisk {
+            incoming.pausedForDisk = true
+            incoming.connection.stopReading()
+        }
+    }
+
+    private func chunkWritten(stream: UInt64, bytes: Int, failure: String?) {
+        guard let incoming = snapshots.incoming, incoming.id == stream else { return }
+        incoming.unwrittenBytes -= bytes
+        if let failure {
+            endIncoming(incoming, failure: failure)
+            return
+        }
+        if incoming.pausedForDisk, incoming.unwrittenBytes <= config.snapshotWindowBytes / 2 {
+            incoming.pausedForDisk = false
+            if !incoming.loading {
+                incoming.connection.startReading()
+            }
+        }
+    }
+
     private func load(_ incoming: IncomingSnapshot, _ header: SnapshotStreamHeader) {
         guard let mailbox = snapshotMailbox else { return }
         incoming.loading = true
         incoming.connection.stopReading()
         logger.info("raft: installing snapshot", metadata: [
             "index": "\(header.metadata.index)", "applied_index": "\(header.appliedIndex)", "bytes": "\(header.dumpSize)"])
-        let bytes = incoming.buffer
-        incoming.buffer = []
         let side = diskSide
         let stream = incoming.id
-        // On the disk thread, so the load is ordered with the applies.
-        disk.submit {
-            let result: Result<StateSnapshot.LoadOutcome, SnapshotFailure>
-            do {
-                let environment = side.value.state.environment
-                let outcome = try StateSnapshot.load(bytes, into: environment)
-                // Durable before the log drops its entries (the restore in the next disk job).
-                try environment.sync()
-                result = .success(outcome)
-            } catch {
-                result = .failure(SnapshotFailure(reason: "\(error)"))
+        let file = incoming.file
+        let disk = self.disk
+        // After the file's last write (the snapshot thread runs its jobs in order), on the disk
+        // thread, so the load is ordered with the applies.
+        snapshotThread.submit {
+            file.close()
+            let failure = file.failure
+            disk.submit {
+                let result: Result<StateSnapshot.LoadOutcome, SnapshotFailure>
+                do {
+                    if let failure { throw SnapshotFailure(reason: failure) }
+                    let environment = side.value.state.environment
+                    let outcome = try StateSnapshot.load(file: file.path, into: environment)
+                    // Durable before the log drops its entries (the restore in the next disk job).
+                    try environment.sync()
+                    result = .success(outcome)
+                } catch {
+                    result = .failure(SnapshotFailure(reason: "\(error)"))
+                }
+                file.remove()
+                _ = mailbox.send(.installLoaded(stream: stream, result))
             }
-            _ = mailbox.send(.installLoaded(stream: stream, result))
         }
     }
 
@@ -440,7 +532,11 @@ extension RaftReplicator {
         guard snapshots.incoming === incoming else { return }
         snapshots.incoming = nil
         snapshots.failedStreams += 1
-        incoming.buffer = []
+        if !incoming.loading {
+            // A loading stream's file is removed by the load job.
+            let file = incoming.file
+            snapshotThread.submit { file.remove() }
+        }
         logger.warning("raft: failed to install snapshot", metadata: [
             "remote": "\(incoming.connection.remoteAddress)", "error": "\(failure)"])
         incoming.connection.onRead = nil
@@ -457,12 +553,18 @@ extension RaftReplicator {
         for outgoing in Array(snapshots.outgoing.values) {
             outgoing.connection?.onClose = nil
             outgoing.connection?.closeNow()
+            let file = outgoing.file
+            snapshotThread.submit { file.remove() }
         }
         snapshots.outgoing = [:]
         if let incoming = snapshots.incoming {
             incoming.connection.onClose = nil
             incoming.connection.closeNow()
             snapshots.incoming = nil
+            if !incoming.loading {
+                let file = incoming.file
+                snapshotThread.submit { file.remove() }
+            }
         }
     }
 }

@@ -10,14 +10,20 @@
 // increasing (LMDB's order), so a dump has exactly one encoding. No trailing bytes.
 // The appliedIndex is the state store's own ("meta"/"appliedIndex"), read in the same
 // transaction: the dump holds exactly the state after applying the log through it.
+#if canImport(Glibc)
+import Glibc
+#endif
 import Storage
 
 public enum StateSnapshotError: Error, Equatable, Sendable, CustomStringConvertible {
     case malformed(String)
+    /// Reading a dump file failed.
+    case io(String)
 
     public var description: String {
         switch self {
         case let .malformed(reason): return "malformed state snapshot: \(reason)"
+        case let .io(reason): return "reading a state snapshot: \(reason)"
         }
     }
 }
@@ -42,30 +48,44 @@ public enum StateSnapshot {
         case skipped(localAppliedIndex: UInt64)
     }
 
-    /// One read transaction over every named database: a consistent dump. Runs on any thread
-    /// but the loop's (it reads the whole state).
-    public static func dump(_ environment: Environment) throws -> (appliedIndex: UInt64, bytes: [UInt8]) {
+    /// One read transaction over every named database: a consistent dump, handed to `sink`
+    /// in pieces of about `pieceBytes` (so a large state never sits in memory whole). Runs on
+    /// any thread but the loop's (it reads the whole state). Returns the applied index and
+    /// the number of bytes produced.
+    public static func dump(_ environment: Environment, pieceBytes: Int = 1 << 20,
+                            into sink: ([UInt8]) throws -> Void) throws -> (appliedIndex: UInt64, size: Int) {
         while true {
             // Handles must exist before the read transaction (a read transaction cannot create
             // them for later use); retry if a table appeared in between.
             let names = try environment.read { try $0.databaseNames() }
             let databases = try environment.write { txn in try names.map { try txn.openOrCreateDatabase($0) } }
-            let result: (UInt64, [UInt8])? = try environment.read { txn in
+            let result: (UInt64, Int)? = try environment.read { txn in
                 guard try txn.databaseNames() == names else { return nil }
+                var applied: UInt64 = 0
+                if let meta = databases.first(where: { $0.name == metaDatabase }),
+                   let stored = try txn.get(meta, appliedIndexKey) {
+                    guard let index = UInt64(bigEndianBytes: stored) else {
+                        throw StateStoreError.corrupt("meta appliedIndex: \(stored.count) bytes")
+                    }
+                    applied = index
+                }
                 var out = magic
                 out.append(version)
-                let appliedPosition = out.count
-                out += UInt64(0).bigEndianBytes
+                out += applied.bigEndianBytes
                 appendU32(&out, UInt32(databases.count))
-                var applied: UInt64 = 0
+                var size = 0
+                func flush(_ force: Bool) throws {
+                    guard force || out.count >= pieceBytes, !out.isEmpty else { return }
+                    size += out.count
+                    try sink(out)
+                    out.removeAll(keepingCapacity: true)
+                }
                 for db in databases {
                     let name = Array(db.name.utf8)
                     out.append(UInt8(truncatingIfNeeded: name.count >> 8))
                     out.append(UInt8(truncatingIfNeeded: name.count))
                     out += name
-                    let countPosition = out.count
-                    out += UInt64(0).bigEndianBytes
-                    var count: UInt64 = 0
+                    out += UInt64(try txn.count(db)).bigEndianBytes
                     let cursor = try txn.cursor(db)
                     var record = try cursor.first()
                     while let (key, value) = record {
@@ -73,27 +93,34 @@ public enum StateSnapshot {
                         out += key
                         appendU32(&out, UInt32(value.count))
                         out += value
-                        count += 1
-                        if db.name == metaDatabase, key == appliedIndexKey {
-                            guard let index = UInt64(bigEndianBytes: value) else {
-                                throw StateStoreError.corrupt("meta appliedIndex: \(value.count) bytes")
-                            }
-                            applied = index
-                        }
+                        try flush(false)
                         record = try cursor.next()
                     }
-                    out.replaceSubrange(countPosition ..< countPosition + 8, with: count.bigEndianBytes)
                 }
-                out.replaceSubrange(appliedPosition ..< appliedPosition + 8, with: applied.bigEndianBytes)
-                return (applied, out)
+                try flush(true)
+                return (applied, size)
             }
             if let result { return result }
         }
     }
 
+    /// The whole dump in memory (tests, small states).
+    public static func dump(_ environment: Environment) throws -> (appliedIndex: UInt64, bytes: [UInt8]) {
+        var bytes: [UInt8] = []
+        let (applied, _) = try dump(environment) { bytes += $0 }
+        return (applied, bytes)
+    }
+
     /// Checks a whole dump without touching any environment.
     public static func validate(_ bytes: [UInt8], maxKeySize: Int) throws(StateSnapshotError) -> Summary {
-        try parse(bytes, maxKeySize: maxKeySize, database: { _ in }, record: { _, _ in })
+        var source = ArraySource(bytes: bytes)
+        return try parse(&source, maxKeySize: maxKeySize, database: { _ in }, record: { _, _ in })
+    }
+
+    /// Checks a dump file without touching any environment.
+    public static func validate(file path: String, maxKeySize: Int) throws(StateSnapshotError) -> Summary {
+        var source = try FileSource(path: path)
+        return try parse(&source, maxKeySize: maxKeySize, database: { _ in }, record: { _, _ in })
     }
 
     /// Replaces the state in `environment` by the dump, in ONE write transaction: every named
@@ -101,7 +128,19 @@ public enum StateSnapshot {
     /// when the dump's applied index is above the local one. The dump is validated first, so a
     /// bad dump never touches the environment. Runs on the state's writer thread.
     public static func load(_ bytes: [UInt8], into environment: Environment) throws -> LoadOutcome {
-        let summary = try validate(bytes, maxKeySize: environment.maxKeySize)
+        try load(into: environment) { () throws(StateSnapshotError) in ArraySource(bytes: bytes) }
+    }
+
+    /// `load` from a dump file (read twice: validated, then loaded), so a large dump is never
+    /// held in memory whole.
+    public static func load(file path: String, into environment: Environment) throws -> LoadOutcome {
+        try load(into: environment) { () throws(StateSnapshotError) in try FileSource(path: path) }
+    }
+
+    private static func load<Source: DumpSource>(into environment: Environment,
+                                                 _ open: () throws(StateSnapshotError) -> Source) throws -> LoadOutcome {
+        var checked = try open()
+        let summary = try parse(&checked, maxKeySize: environment.maxKeySize, database: { _ in }, record: { _, _ in })
         return try environment.write { txn -> LoadOutcome in
             let meta = try txn.openOrCreateDatabase(metaDatabase)
             let local = try txn.get(meta, appliedIndexKey).flatMap { UInt64(bigEndianBytes: $0) } ?? 0
@@ -111,7 +150,9 @@ public enum StateSnapshot {
             }
             var current: Database?
             var failure: StorageError?
-            _ = try? parse(bytes, maxKeySize: environment.maxKeySize, database: { name in
+            var source = try open()
+            // Validated above; a file changed in between fails here and aborts the transaction.
+            _ = try parse(&source, maxKeySize: environment.maxKeySize, database: { name in
                 guard failure == nil else { return }
                 do throws(StorageError) { current = try txn.openOrCreateDatabase(name) } catch { failure = error }
             }, record: { key, value in
@@ -127,9 +168,8 @@ public enum StateSnapshot {
 
     /// The one decoder: total (any bytes give a summary or an error), allocation bounded by
     /// the input's size. Calls `database` and `record` as it goes.
-    static func parse(_ bytes: [UInt8], maxKeySize: Int, database: (String) -> Void,
-                      record: ([UInt8], [UInt8]) -> Void) throws(StateSnapshotError) -> Summary {
-        var reader = DumpReader(bytes: bytes)
+    static func parse<Source: DumpSource>(_ reader: inout Source, maxKeySize: Int, database: (String) -> Void,
+                                          record: ([UInt8], [UInt8]) -> Void) throws(StateSnapshotError) -> Summary {
         guard try reader.take(4) == magic else { throw .malformed("not a state snapshot (bad magic)") }
         let version = try reader.u8()
         guard version == Self.version else { throw .malformed("unsupported version \(version)") }
@@ -186,8 +226,27 @@ private func appendU32(_ out: inout [UInt8], _ value: UInt32) {
     out.append(UInt8(truncatingIfNeeded: value))
 }
 
-/// Bounds-checked reads over a byte array.
-struct DumpReader {
+/// Where the decoder reads a dump from: bounds-checked, sized up front.
+protocol DumpSource {
+    var remaining: Int { get }
+    mutating func take(_ count: Int) throws(StateSnapshotError) -> [UInt8]
+}
+
+extension DumpSource {
+    mutating func u8() throws(StateSnapshotError) -> UInt8 { try take(1)[0] }
+    mutating func u16() throws(StateSnapshotError) -> UInt16 {
+        let b = try take(2)
+        return UInt16(b[0]) << 8 | UInt16(b[1])
+    }
+    mutating func u32() throws(StateSnapshotError) -> UInt32 {
+        try take(4).reduce(0) { $0 << 8 | UInt32($1) }
+    }
+    mutating func u64() throws(StateSnapshotError) -> UInt64 {
+        try take(8).reduce(0) { $0 << 8 | UInt64($1) }
+    }
+}
+
+struct ArraySource: DumpSource {
     let bytes: [UInt8]
     var offset = 0
 
@@ -200,17 +259,58 @@ struct DumpReader {
         defer { offset += count }
         return Array(bytes[offset ..< offset + count])
     }
+}
 
-    mutating func u8() throws(StateSnapshotError) -> UInt8 { try take(1)[0] }
-    mutating func u16() throws(StateSnapshotError) -> UInt16 {
-        let b = try take(2)
-        return UInt16(b[0]) << 8 | UInt16(b[1])
+/// A dump file read through a 1 MiB buffer. The size is taken when opened; the handle is
+/// closed when the source is released.
+struct FileSource: DumpSource {
+    private final class Handle {
+        let fd: Int32
+        init(fd: Int32) { self.fd = fd }
+        deinit { close(fd) }
     }
-    mutating func u32() throws(StateSnapshotError) -> UInt32 {
-        try take(4).reduce(0) { $0 << 8 | UInt32($1) }
+    private let handle: Handle
+    private let size: Int
+    private var consumed = 0
+    private var buffer: [UInt8] = []
+    private var bufferStart = 0
+    /// Bytes read from the file into buffers so far.
+    private var fileRead = 0
+
+    init(path: String) throws(StateSnapshotError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io("open \(path): errno \(errno)") }
+        handle = Handle(fd: fd)
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .io("stat \(path): errno \(errno)") }
+        size = Int(info.st_size)
     }
-    mutating func u64() throws(StateSnapshotError) -> UInt64 {
-        try take(8).reduce(0) { $0 << 8 | UInt64($1) }
+
+    var remaining: Int { size - consumed }
+
+    mutating func take(_ count: Int) throws(StateSnapshotError) -> [UInt8] {
+        guard count >= 0, count <= remaining else {
+            throw .malformed("truncated at byte \(consumed) (wanted \(count), \(remaining) left)")
+        }
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        while out.count < count {
+            if bufferStart == buffer.count {
+                guard size > fileRead else { throw .io("the file ended early") }
+                buffer = [UInt8](repeating: 0, count: min(1 << 20, size - fileRead))
+                let fd = handle.fd
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                guard n > 0 else { throw .io("read: \(n < 0 ? "errno \(errno)" : "the file ended early")") }
+                buffer.removeSubrange(n...)
+                bufferStart = 0
+                fileRead += n
+            }
+            let n = min(count - out.count, buffer.count - bufferStart)
+            out += buffer[bufferStart ..< bufferStart + n]
+            bufferStart += n
+        }
+        consumed += count
+        return out
     }
 }
 

@@ -45,6 +45,11 @@ struct RaftSnapshotClusterTests {
         #expect(try eventually(30) { try cluster.contents(follower) == expected })
         #expect(try cluster.servers[follower]!.run { $0.snapshotsInstalled } >= 1)
         #expect(try others.map { id in try cluster.servers[id]!.run { $0.snapshotsSent } }.reduce(0, +) >= 1)
+        // The streams' temporary files are gone on both sides.
+        for id in [leader, follower] {
+            let directory = DataLayout.snapshotTempDirectory(cluster.servers[id]!.dataDirectory)
+            #expect(eventually { ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? ["?"]).isEmpty }, "server \(id)")
+        }
 
         // Replication carries on after the snapshot point.
         let leaderNow = try #require(try cluster.waitForLeader())

@@ -76,5 +76,8 @@ struct RaftSnapshotStreamGuardTests {
 
         #expect(try cluster.contents(1) == before)
         #expect(try cluster.servers[1]!.run { $0.snapshotsInstalled } == 0)
+        // Every refused stream's temporary file was removed.
+        let directory = DataLayout.snapshotTempDirectory(cluster.servers[1]!.dataDirectory)
+        #expect(eventually { ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? ["?"]).isEmpty })
     }
 }

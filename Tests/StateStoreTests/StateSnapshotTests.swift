@@ -57,6 +57,41 @@ struct StateSnapshotTests {
         }
     }
 
+    @Test func aDumpStreamedToAFileLoadsFromTheFile() throws {
+        try withDriver { (source: KVDriver) throws in
+            try populate(source)
+            let path = NSTemporaryDirectory() + "/conclave-dump-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+            let handle = try #require(FileHandle(forWritingAtPath: path))
+            var pieces = 0
+            // Tiny pieces: the sink is called many times and the file equals the in-memory dump.
+            let (applied, size) = try StateSnapshot.dump(source.environment, pieceBytes: 64) { piece in
+                pieces += 1
+                try handle.write(contentsOf: piece)
+            }
+            try handle.close()
+            #expect(pieces > 10)
+            let (_, whole) = try StateSnapshot.dump(source.environment)
+            #expect(size == whole.count)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == Data(whole))
+            #expect(try StateSnapshot.validate(file: path, maxKeySize: source.environment.maxKeySize).appliedIndex == applied)
+            try withDriver { (target: KVDriver) throws in
+                #expect(try StateSnapshot.load(file: path, into: target.environment) == .loaded(appliedIndex: applied))
+                #expect(try everything(target.environment) == everything(source.environment))
+            }
+            // A truncated file is rejected before anything is written.
+            try Data(whole.dropLast(3)).write(to: URL(fileURLWithPath: path))
+            try withDriver { (target: KVDriver) throws in
+                try target.run(.set(key: "keep", value: bytes("1"), flags: 0))
+                let before = try everything(target.environment)
+                #expect(throws: StateSnapshotError.self) { try StateSnapshot.load(file: path, into: target.environment) }
+                #expect(try everything(target.environment) == before)
+            }
+            #expect(throws: StateSnapshotError.self) { try StateSnapshot.validate(file: path + ".missing", maxKeySize: 511) }
+        }
+    }
+
     @Test func aDumpNoNewerThanTheLocalStateIsNotLoaded() throws {
         try withDriver { source in
             try populate(source)
