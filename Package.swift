@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "HTTP", dependencies: ["CHTTPParser", "EventLoop", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Agent", dependencies: ["EventLoop", "Gossip", "GossipCore", "Storage", "StateStore", "Replication", "HTTP",
                                               .product(name: "Logging", package: "swift-log")]),
-        .target(name: "ConclaveCLI", dependencies: ["Agent", "HTTP", "Gossip", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "ConclaveCLI", dependencies: ["Agent", "HTTP", "Gossip", "Replication", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(name: "conclave", dependencies: ["ConclaveCLI"]),
 
         .target(name: "TestSupport", path: "Tests/TestSupport"),

@@ -51,6 +51,8 @@ final class HTTPAPI {
             handleKV(responder)
         } else if path.hasPrefix("/v1/status/") {
             handleStatus(responder)
+        } else if path == "/v1/snapshot" {
+            handleSnapshot(responder)
         } else if path == "/v1/operator/keyring" {
             handleOperatorKeyring(responder)
         } else if path.hasPrefix("/v1/event/") {

@@ -11,6 +11,7 @@
 // the snapshot thread; the loop thread only moves chunks between the file jobs and the socket.
 import Crypto
 import EventLoop
+import Foundation
 import Logging
 import RaftCore
 import StateStore
@@ -25,6 +26,8 @@ enum SnapshotEvent: Sendable {
     /// A follower wrote `bytes` of a received chunk to its file (or failed to).
     case chunkWritten(stream: UInt64, bytes: Int, failure: String?)
     case installLoaded(stream: UInt64, Result<StateSnapshot.LoadOutcome, SnapshotFailure>)
+    case archiveDumped(request: UInt64, Result<(UInt64, [UInt8]), SnapshotFailure>)
+    case archiveReady(request: UInt64, index: UInt64, archive: [UInt8])
 }
 
 /// A leader's dump, in its temporary file.
@@ -97,6 +100,8 @@ struct SnapshotActivity {
     /// At most one inbound stream at a time.
     var incoming: IncomingSnapshot?
     var nextStreamID: UInt64 = 1
+    /// Snapshot archives being made (GET /v1/snapshot), by request.
+    var archives: [UInt64: (Result<(index: UInt64, archive: [UInt8]), RaftCommitError>) -> Void] = [:]
     /// The last snapshot each peer acknowledged, and when.
     var recentlySent: [NodeID: (index: UInt64, atMilliseconds: UInt64)] = [:]
     /// Counters (a metrics backend would export these).
@@ -178,6 +183,10 @@ extension RaftReplicator {
             chunkWritten(stream: stream, bytes: bytes, failure: failure)
         case let .installLoaded(stream, result):
             installLoaded(stream: stream, result)
+        case let .archiveDumped(request, result):
+            archiveDumped(request: request, result)
+        case let .archiveReady(request, index, archive):
+            snapshots.archives.removeValue(forKey: request)?(.success((index, archive)))
         }
     }
 
@@ -550,6 +559,9 @@ extension RaftReplicator {
     }
 
     func closeSnapshotStreams() {
+        let archives = snapshots.archives
+        snapshots.archives = [:]
+        for completion in archives.values { completion(.failure(.closed)) }
         for outgoing in Array(snapshots.outgoing.values) {
             outgoing.connection?.onClose = nil
             outgoing.connection?.closeNow()
@@ -564,6 +576,63 @@ extension RaftReplicator {
             if !incoming.loading {
                 let file = incoming.file
                 snapshotThread.submit { file.remove() }
+            }
+        }
+    }
+}
+
+// MARK: Snapshot archives (GET /v1/snapshot)
+
+extension RaftReplicator {
+    /// A snapshot archive of this server's state (SnapshotArchive format) and the index it was
+    /// applied through. The dump runs on the snapshot thread; the completion runs on the loop.
+    /// At most `maxConcurrentArchives` at once; more fail with `.overloaded`.
+    public func archiveSnapshot(completion: @escaping (Result<(index: UInt64, archive: [UInt8]), RaftCommitError>) -> Void) {
+        loop.assertInLoopThread()
+        guard started, !closed, let mailbox = snapshotMailbox else { completion(.failure(.closed)); return }
+        guard snapshots.archives.count < RaftReplicator.maxConcurrentArchives else {
+            completion(.failure(.overloaded(pending: snapshots.archives.count, limit: RaftReplicator.maxConcurrentArchives)))
+            return
+        }
+        let request = snapshots.nextStreamID
+        snapshots.nextStreamID += 1
+        snapshots.archives[request] = completion
+        let environment = stateEnvironment
+        let limit = config.maxSnapshotBytes
+        snapshotThread.submit {
+            let result: Result<(UInt64, [UInt8]), SnapshotFailure>
+            do {
+                var bytes: [UInt8] = []
+                let (applied, _) = try StateSnapshot.dump(environment) { piece in
+                    bytes += piece
+                    guard bytes.count <= limit else { throw SnapshotFailure(reason: "state exceeds maxSnapshotBytes \(limit)") }
+                }
+                result = .success((applied, bytes))
+            } catch let failure as SnapshotFailure {
+                result = .failure(failure)
+            } catch {
+                result = .failure(SnapshotFailure(reason: "\(error)"))
+            }
+            _ = mailbox.send(.archiveDumped(request: request, result))
+        }
+    }
+
+    static let maxConcurrentArchives = 2
+
+    func archiveDumped(request: UInt64, _ result: Result<(UInt64, [UInt8]), SnapshotFailure>) {
+        guard snapshots.archives[request] != nil, let mailbox = snapshotMailbox else { return }
+        switch result {
+        case let .failure(failure):
+            snapshots.archives.removeValue(forKey: request)?(.failure(.storage(failure.reason)))
+        case let .success((index, dump)):
+            // The term of the entry the state was applied through (the log still holds it, or it
+            // is the snapshot point); the current term if it was compacted away since.
+            let term = node.term(at: index) ?? node.term
+            let created = UInt64(Date().timeIntervalSince1970 * 1000)
+            // Hashing a large dump is kept off the loop thread too.
+            snapshotThread.submit {
+                let archive = SnapshotArchive.encode(index: index, term: term, createdMilliseconds: created, dump: dump)
+                _ = mailbox.send(.archiveReady(request: request, index: index, archive: archive))
             }
         }
     }
