@@ -111,11 +111,9 @@ public final class RaftReplicator {
         let state = try StateStore(environment: stateEnvironment)
         reader = try StateStore(environment: stateEnvironment)
         lastAppliedIndex = try state.appliedIndex()
-        // The state is synced before the log drops entries (compaction, installed snapshots):
-        // a state behind the snapshot point could never be rebuilt.
-        guard lastAppliedIndex >= recovered.snapshot.index else {
-            throw StorageError.corrupt("state applied through \(lastAppliedIndex), behind the log's snapshot at \(recovered.snapshot.index)")
-        }
+        // No check of the state's applied index against the snapshot point: the state records
+        // only commands, so it may lag the snapshot point by no-op and configuration entries.
+        // The state is synced before the log drops entries (compaction, installed snapshots).
         addressBook = recovered.addressBook
         self.advertiseAddress = advertiseAddress
         diskSide = ThreadHandoff(value: DiskSide(writer: writer, state: state))

@@ -17,7 +17,8 @@ struct SnapshotStreamHeader: Equatable, Sendable {
     var metadata: SnapshotMetadata
     var addressBook: [NodeID: String]
     var dumpSize: UInt64
-    /// The state's applied index in the dump (>= metadata.index).
+    /// The state's own applied index in the dump: the last command it applied, which may be
+    /// below metadata.index when the entries after it are no-ops or configuration entries.
     var appliedIndex: UInt64
 
     func encoded() -> [UInt8] {
@@ -63,9 +64,7 @@ struct SnapshotStreamHeader: Equatable, Sendable {
         let size = try r.u64()
         let applied = try r.u64()
         guard r.remaining == 0 else { throw .malformed("\(r.remaining) trailing header bytes") }
-        guard leader != 0, index > 0, applied >= index else {
-            throw .malformed("leader \(leader), snapshot index \(index), applied index \(applied)")
-        }
+        guard leader != 0, index > 0 else { throw .malformed("leader \(leader), snapshot index \(index)") }
         return SnapshotStreamHeader(leader: leader, term: term,
                                     metadata: SnapshotMetadata(index: index, term: snapshotTerm, configuration: configuration),
                                     addressBook: book, dumpSize: size, appliedIndex: applied)

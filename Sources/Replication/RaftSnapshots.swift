@@ -3,7 +3,8 @@
 // - compaction needs no copy: sync the state environment (it commits with MDB_NOMETASYNC),
 //   then drop the log prefix up to `applied - trailingLogs`;
 // - a follower behind the leader's snapshot point S receives a dump of the leader's whole state
-//   at its applied index A >= S (a consistent read transaction), loads it in one write
+//   (one consistent read transaction, taken after S was applied, so it holds every command
+//   through S and maybe more, up to the state's applied index A), loads it in one write
 //   transaction, and only then steps the core with the InstallSnapshot (metadata S). Entries
 //   S+1...A that arrive afterwards are already in the state and the state store skips them
 //   (applied-index check), which is why shipping a dump newer than S is safe.
@@ -252,11 +253,9 @@ extension RaftReplicator {
             endOutgoing(outgoing, failure: "no longer the leader of term \(outgoing.term)")
             return
         }
-        // The state is never behind the log's snapshot point (compaction follows the apply).
-        guard dump.appliedIndex >= outgoing.metadata.index else {
-            endOutgoing(outgoing, failure: "state at \(dump.appliedIndex) is behind the snapshot at \(outgoing.metadata.index)")
-            return
-        }
+        // The dump holds every command through the snapshot point: the log is compacted only
+        // through entries the core had applied, and the state applies before the core hears.
+        // (Its own applied index counts commands only, so it may read below the point.)
         guard let address = transport.address(of: peer), let (host, port) = RaftTransport.split(address) else {
             endOutgoing(outgoing, failure: "no address for the peer")
             return

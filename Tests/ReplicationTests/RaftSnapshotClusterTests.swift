@@ -20,8 +20,11 @@ struct RaftSnapshotClusterTests {
         return config
     }
 
-    @Test func aFollowerBehindTheCompactionPointCatchesUpThroughInstallSnapshot() throws {
-        let cluster = try TestCluster(size: 3, config: Self.config)
+    @Test(arguments: [0, 5] as [UInt64])
+    func aFollowerBehindTheCompactionPointCatchesUpThroughInstallSnapshot(trailingLogs: UInt64) throws {
+        var config = Self.config
+        config.trailingLogs = trailingLogs
+        let cluster = try TestCluster(size: 3, config: config)
         defer { cluster.shutdown() }
         let leader = try #require(try cluster.waitForLeader())
         let follower = try #require(cluster.running.map(\.id).first { $0 != leader })
@@ -64,8 +67,13 @@ struct RaftSnapshotClusterTests {
         #expect(try eventually(30) { try cluster.contents(follower) == after })
     }
 
-    @Test func everyServerRestartsFromACompactedLog() throws {
-        let cluster = try TestCluster(size: 3, config: Self.config)
+    /// With no trailing logs the snapshot point may sit past the state's last command (no-op,
+    /// configuration and address entries are not commands): a restart must accept that.
+    @Test(arguments: [0, 5] as [UInt64])
+    func everyServerRestartsFromACompactedLog(trailingLogs: UInt64) throws {
+        var config = Self.config
+        config.trailingLogs = trailingLogs
+        let cluster = try TestCluster(size: 3, config: config)
         defer { cluster.shutdown() }
         let leader = try #require(try cluster.waitForLeader())
         #expect(try cluster.write(on: leader, prefix: "k/", count: 200).acknowledgedKeys.count == 200)

@@ -49,7 +49,7 @@ struct StateSnapshotTests {
                 #expect(try target.store.appliedIndex() == 51)
                 #expect(try target.store.get("stale").entry == nil)
                 #expect(try target.store.get("k/3").entry?.value == bytes("v3"))
-                // Applying entries at or below the loaded index is skipped (why A >= S is safe).
+                // Applying entries at or below the loaded index is skipped (why a dump newer than the snapshot point is safe).
                 let replay = try target.store.apply([(index: 40, command: KVCommand.delete(key: "k/3").encoded())])
                 #expect(replay.results == [.failed("already applied")])
                 #expect(try target.store.get("k/3").entry?.value == bytes("v3"))
