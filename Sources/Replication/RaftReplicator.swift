@@ -262,6 +262,9 @@ public final class RaftReplicator {
            message.term == node.term {
             matchIndex[message.from] = max(matchIndex[message.from] ?? 0, response.index)
         }
+        if case let .installSnapshotResponse(response) = message.body, node.role == .leader, message.term == node.term {
+            matchIndex[message.from] = max(matchIndex[message.from] ?? 0, response.lastIndex)
+        }
         logger.debug("raft: message received", metadata: ["from": "\(message.from)", "term": "\(message.term)"])
         node.step(message)
         drain()
