@@ -46,8 +46,9 @@ struct RaftSnapshotClusterTests {
         let expected = try cluster.contents(leader)  // it applied every write it acknowledged
         #expect(expected.count == 310)
         #expect(try eventually(30) { try cluster.contents(follower) == expected })
-        #expect(try cluster.servers[follower]!.run { $0.snapshotsInstalled } >= 1)
-        #expect(try others.map { id in try cluster.servers[id]!.run { $0.snapshotsSent } }.reduce(0, +) >= 1)
+        // The state is readable as soon as the load commits; the counters follow on the loop.
+        #expect(try eventually { try cluster.servers[follower]!.run { $0.snapshotsInstalled } >= 1 })
+        #expect(try eventually { try others.map { id in try cluster.servers[id]!.run { $0.snapshotsSent } }.reduce(0, +) >= 1 })
         // The streams' temporary files are gone on both sides.
         for id in [leader, follower] {
             let directory = DataLayout.snapshotTempDirectory(cluster.servers[id]!.dataDirectory)
@@ -65,6 +66,26 @@ struct RaftSnapshotClusterTests {
         try cluster.restart(follower)
         #expect(try cluster.servers[follower]!.run { $0.lastSnapshotIndex } > 0)
         #expect(try eventually(30) { try cluster.contents(follower) == after })
+    }
+
+    @Test func aNewServerJoiningAfterCompactionGetsTheStateThroughASnapshot() throws {
+        let cluster = try TestCluster(size: 3, config: Self.config)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        #expect(try cluster.write(on: leader, prefix: "old/", count: 100).acknowledgedKeys.count == 100)
+        #expect(try eventually { try cluster.servers[leader]!.run { $0.lastSnapshotIndex } > 50 })
+        let address = try cluster.startJoiningServer(4)
+        let added = try cluster.membershipChange(on: leader) { r, done in r.addServer(4, address: address, completion: done) }
+        #expect(throws: Never.self) { try added?.get() }
+        #expect(try eventually { try cluster.servers[4]!.run { $0.configuration.voters } == [1, 2, 3, 4] })
+        #expect(try eventually { try cluster.servers[4]!.run { $0.snapshotsInstalled } >= 1 })
+        // The new server knows every address although the entries carrying them were compacted.
+        #expect(try eventually { try cluster.servers[4]!.run { Set($0.peers.keys) } == [1, 2, 3, 4] })
+        let current = try #require(try cluster.waitForLeader())
+        #expect(try cluster.write(on: current, prefix: "new/", count: 20).acknowledgedKeys.count == 20)
+        let expected = try cluster.contents(current)
+        #expect(expected.count == 120)
+        #expect(try eventually(30) { try cluster.contents(4) == expected })
     }
 
     /// With no trailing logs the snapshot point may sit past the state's last command (no-op,
