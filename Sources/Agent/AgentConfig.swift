@@ -64,6 +64,11 @@ public struct AgentConfig: Sendable, Equatable {
     /// Internal (tests): the replicator's bound on proposals waiting to apply; past it, writes
     /// answer 429. nil keeps RaftReplicatorConfig's default.
     var raftMaxPendingProposals: Int?
+    /// Consul's `raft_snapshot_threshold`, `raft_trailing_logs`, `raft_snapshot_interval`
+    /// (defaults 16384, 10240, 30s): when a server compacts its Raft log.
+    public var raftSnapshotThreshold = 16_384
+    public var raftTrailingLogs = 10_240
+    public var raftSnapshotIntervalMs: UInt64 = 30_000
 
     public init() {}
 
@@ -123,6 +128,8 @@ public struct AgentConfig: Sendable, Equatable {
             }
         }
         if let n = raftMaxPendingProposals, n < 1 { throw .invalid("raft max pending proposals must be at least 1, got \(n)") }
+        if raftSnapshotThreshold <= 0 { throw .invalid("raft_snapshot_threshold must be positive") }
+        if raftTrailingLogs < 0 { throw .invalid("raft_trailing_logs must not be negative") }
     }
 
     /// Applies a Consul JSON config file (the keys this agent understands; others are
@@ -167,6 +174,14 @@ public struct AgentConfig: Sendable, Equatable {
             case "client_addr": clientAddr = try string(key, value)
             case "log_level": logLevel = try string(key, value)
             case "kv_max_value_size": kvMaxValueSizeBytes = try int(key, value)
+            case "raft_snapshot_threshold": raftSnapshotThreshold = try int(key, value)
+            case "raft_trailing_logs": raftTrailingLogs = try int(key, value)
+            case "raft_snapshot_interval":
+                let text = try string(key, value)
+                guard let nanos = GoDuration.nanoseconds(text), nanos >= 1_000_000 else {
+                    throw .invalid("\(source): raft_snapshot_interval must be a duration such as \"30s\", got \"\(text)\"")
+                }
+                raftSnapshotIntervalMs = nanos / 1_000_000
             case "advertise_addr": advertiseAddr = try string(key, value)
             case "raft_max_inflight": raftMaxInflight = try int(key, value)
             case "raft_max_append_entries": raftMaxAppendEntries = try int(key, value)

@@ -61,6 +61,8 @@ final class BlockingQueries {
     /// large batch with many parked queries stays cheap on the loop thread.
     func notify(changedKeys keys: [String]) {
         guard !watchers.isEmpty, !keys.isEmpty else { return }
+        // "" is never a real key: it says the whole state was replaced (an installed snapshot).
+        if keys.contains("") { wakeAll(); return }
         var woken = Set<UInt64>()
         for key in keys {
             if let ids = byKey[key] { woken.formUnion(ids) }

@@ -56,6 +56,8 @@ final class HTTPAPI {
             handleStatus(responder)
         } else if path.hasPrefix("/v1/operator/raft/") {
             handleOperatorRaft(responder)
+        } else if path == "/v1/snapshot" {
+            handleSnapshot(responder)
         } else if path == "/v1/operator/keyring" {
             handleOperatorKeyring(responder)
         } else if path.hasPrefix("/v1/event/") {

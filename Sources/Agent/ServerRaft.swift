@@ -80,6 +80,9 @@ final class ServerRaft {
         // (and one entry past the byte limit): twice the payload keeps every message sendable.
         let largestMessage = 2 * config.raft.maxAppendBytes + 64 * config.raft.maxAppendEntries + 4096
         config.transport.maxFrameBytes = max(config.transport.maxFrameBytes, largestMessage)
+        config.snapshotThreshold = UInt64(agent.raftSnapshotThreshold)
+        config.trailingLogs = UInt64(agent.raftTrailingLogs)
+        config.snapshotIntervalMilliseconds = agent.raftSnapshotIntervalMs
         return config
     }
 

@@ -20,6 +20,7 @@ public enum ConclaveCLI {
         ("leave", "Gracefully leaves the cluster and shuts down the agent"),
         ("members", "Lists the members of a Conclave cluster"),
         ("operator", "Provides cluster-level tools for Conclave operators"),
+        ("snapshot", "Saves and inspects snapshots of Conclave server state"),
         ("version", "Prints the Conclave version"),
     ]
 
@@ -40,6 +41,7 @@ public enum ConclaveCLI {
         case "keyring": return KeyringCommand.run(rest)
         case "event": return EventCommand.run(rest)
         case "operator": return OperatorCommand.run(rest)
+        case "snapshot": return SnapshotCommand.run(rest)
         case "version", "-version", "--version", "-v":
             print("Conclave v\(ConclaveVersion.version)")
             print("Revision \(ConclaveVersion.revision)")

@@ -15,12 +15,27 @@ struct PersistBatch {
     /// Readies to acknowledge (`advance`) once their committed entries are applied.
     var readies: [Ready] = []
     var addressBook: [NodeID: String]?
+    /// An installed snapshot's point: the log is replaced by it before `entries` are appended.
+    var restore: SnapshotMetadata?
+    /// A new compaction point: the log prefix through it is deleted after the appends.
+    var compaction: SnapshotMetadata?
+    /// `LMDBRaftLog.restoreGeneration` when the job was formed: a job formed before a restore
+    /// wrote entries the restore deletes, so its completion must not mark them durable.
+    var restoreGeneration = 0
 
-    var hasDiskWork: Bool { hardState != nil || !entries.isEmpty || !committed.isEmpty || addressBook != nil }
+    var hasDiskWork: Bool {
+        hardState != nil || !entries.isEmpty || !committed.isEmpty || addressBook != nil || restore != nil || compaction != nil
+    }
     var isEmpty: Bool { !hasDiskWork && heldMessages.isEmpty && readies.isEmpty }
 
     mutating func add(_ ready: Ready) {
         if let hardState = ready.hardState { self.hardState = hardState }
+        if let snapshot = ready.snapshot {
+            // Everything appended before the snapshot belongs to the replaced log.
+            restore = snapshot.metadata
+            entries = []
+            if let compaction, compaction.index <= snapshot.metadata.index { self.compaction = nil }
+        }
         if let first = ready.entries.first {
             // A later Ready replacing a suffix of an earlier one (a conflict, §5.3).
             if let base = entries.first?.index, first.index <= (entries.last?.index ?? 0) {
@@ -41,6 +56,8 @@ struct DiskJob: Sendable {
     var entries: [Entry]
     var commands: [Entry]
     var addressBook: [NodeID: String]?
+    var restore: SnapshotMetadata?
+    var compaction: SnapshotMetadata?
 }
 
 struct DiskJobDone: Sendable {
@@ -53,9 +70,10 @@ extension RaftReplicator {
     static func run(_ job: DiskJob, on side: DiskSide) -> DiskJobDone {
         let persistStarted = monotonicNanoseconds()
         do {
-            try side.writer.persist(hardState: job.hardState, entries: job.entries, addressBook: job.addressBook)
+            try side.writer.persist(hardState: job.hardState, entries: job.entries, addressBook: job.addressBook,
+                                    restore: job.restore, compaction: job.compaction)
             // Only jobs that committed a log transaction (the others skip the write).
-            if job.hardState != nil || !job.entries.isEmpty || job.addressBook != nil {
+            if job.hardState != nil || !job.entries.isEmpty || job.addressBook != nil || job.restore != nil || job.compaction != nil {
                 side.metrics.fsyncTime.recordNanoseconds(monotonicNanoseconds() - persistStarted)
             }
             if !job.entries.isEmpty { side.metrics.diskBatchEntries.record(job.entries.count) }
