@@ -151,7 +151,7 @@ extension HTTPAPI {
         guard let filter = nodeMetaFilter(responder) else { return }
         let tags = responder.request.query.all("tag")
         let datacenter = config.datacenter
-        catalogRead(responder, scope: .service(name)) { store in
+        catalogRead(responder, scope: .service(CatalogLimits.folded(name))) { store in
             let (index, instances) = try store.catalogServiceInstances(name)
             let kept = instances.filter { filter($0.node) && Self.hasTags($0.service, tags) }
             return (index, kept.map { CatalogJSON.serviceNode($0.node, $0.service, datacenter: datacenter) })
@@ -193,7 +193,7 @@ extension HTTPAPI {
             }
         }
         let datacenter = config.datacenter
-        healthRead(responder, scope: .service(name)) { store in
+        healthRead(responder, scope: .service(CatalogLimits.folded(name))) { store in
             let (index, entries) = try store.healthService(name)
             let kept = entries.filter { entry in
                 filter(entry.node) && Self.hasTags(entry.service, tags)

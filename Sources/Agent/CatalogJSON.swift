@@ -273,7 +273,7 @@ enum CatalogJSON {
         for fields in checkBodies {
             var checkNode = try fields.string("Node")
             if checkNode.isEmpty { checkNode = nodeName }
-            guard checkNode == nodeName else {
+            guard CatalogLimits.folded(checkNode) == CatalogLimits.folded(nodeName) else {
                 throw CatalogRequestError(message: "Node name for check doesn't match node name for registration")
             }
             let name = try fields.string("Name")
@@ -308,10 +308,7 @@ enum CatalogJSON {
     }
 
     private static func checkName(_ name: String, _ what: String) throws(CatalogRequestError) {
-        if name.utf8.count > CatalogLimits.maxNameBytes {
-            throw CatalogRequestError(message: "\(what) too long: \(name.utf8.count) bytes, at most \(CatalogLimits.maxNameBytes)")
-        }
-        if name.utf8.contains(0) { throw CatalogRequestError(message: "\(what) contains a NUL character") }
+        if let problem = CatalogLimits.problem(name, what) { throw CatalogRequestError(message: problem) }
     }
 
     static func isUUID(_ text: String) -> Bool {

@@ -87,7 +87,7 @@ extension StateStore {
             var checks: [CatalogCheck] = []
             for service in try catalog.instances(txn, of: name) {
                 try catalog.forEachCheck(txn, node: service.node) { check in
-                    if check.serviceID == service.id { checks.append(check) }
+                    if CatalogTables.same(check.serviceID, service.id) { checks.append(check) }
                 }
             }
             return (try catalog.tableIndex(txn, .checks), checks)
@@ -118,7 +118,7 @@ extension StateStore {
                     try catalog.forEachCheck(txn, node: node.name) { all.append($0) }
                     nodeChecks[node.name] = all
                 }
-                let checks = nodeChecks[node.name]!.filter { $0.serviceID.isEmpty || $0.serviceID == service.id }
+                let checks = nodeChecks[node.name]!.filter { $0.serviceID.isEmpty || CatalogTables.same($0.serviceID, service.id) }
                 entries.append(CatalogHealthEntry(node: node, service: service, checks: checks))
             }
             return (try catalog.serviceIndex(txn, name, withChecks: true), entries)

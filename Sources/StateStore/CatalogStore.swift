@@ -6,7 +6,9 @@
 //   "catalog_services"  node \0 service ID → CatalogService
 //   "catalog_service_instances"  service name \0 node \0 service ID → "" (instances by name)
 //   "catalog_checks"    node \0 check ID → CatalogCheck
-// and in "meta": the table indexes "nodesIndex", "servicesIndex", "checksIndex", one index per
+// Names and IDs in keys are folded to lower case, as Consul's indexes are case-insensitive
+// (agent/consul/state/catalog_schema.go); records keep the case they were registered with.
+// In "meta": the table indexes "nodesIndex", "servicesIndex", "checksIndex", one index per
 // live service name "service.<name>" (so a change to one service wakes only its watchers),
 // and "serviceLastExtinction" (the index a name that has no instance reports, as Consul's
 // "service_last_extinction", so X-Consul-Index never goes backwards when a service goes away).
@@ -36,13 +38,27 @@ struct CatalogChanges {
     private var seen: Set<String> = []
 
     mutating func service(_ name: String) {
-        if seen.insert(name).inserted { serviceNames.append(name) }
+        let folded = CatalogLimits.folded(name)
+        if seen.insert(folded).inserted { serviceNames.append(folded) }
     }
 }
 
 /// Limits that keep every composite key under LMDB's 511-byte key limit.
 public enum CatalogLimits {
+    /// For each name or ID, counted after case folding (which can lengthen some letters).
     public static let maxNameBytes = 160
+
+    /// The form of a name in keys and watch scopes: Consul matches names case-insensitively.
+    public static func folded(_ name: String) -> String { name.lowercased() }
+
+    /// Whether `name` can be part of a key: non-empty, no NUL, within the limit once folded.
+    public static func problem(_ name: String, _ what: String) -> String? {
+        if name.isEmpty { return "Missing \(what)" }
+        let size = folded(name).utf8.count
+        if size > maxNameBytes { return "\(what) too long: \(size) bytes, at most \(maxNameBytes)" }
+        if name.utf8.contains(0) { return "\(what) contains a NUL byte" }
+        return nil
+    }
 }
 
 struct CatalogTables: Sendable {
@@ -57,7 +73,7 @@ struct CatalogTables: Sendable {
     static let servicesIndexKey = Array("servicesIndex".utf8)
     static let checksIndexKey = Array("checksIndex".utf8)
     static let extinctionKey = Array("serviceLastExtinction".utf8)
-    static func serviceIndexKey(_ name: String) -> [UInt8] { Array("service.".utf8) + Array(name.utf8) }
+    static func serviceIndexKey(_ name: String) -> [UInt8] { Array("service.".utf8) + fold(name) }
 
     init(environment: Environment) throws {
         nodes = try environment.openDatabase("catalog_nodes")
@@ -70,9 +86,11 @@ struct CatalogTables: Sendable {
 
     // MARK: Keys
 
-    static func pair(_ a: String, _ b: String) -> [UInt8] { Array(a.utf8) + [0] + Array(b.utf8) }
-    static func nodePrefix(_ node: String) -> [UInt8] { Array(node.utf8) + [0] }
-    static func instanceKey(_ s: CatalogService) -> [UInt8] { Array(s.service.utf8) + [0] + pair(s.node, s.id) }
+    static func fold(_ name: String) -> [UInt8] { Array(CatalogLimits.folded(name).utf8) }
+    static func same(_ a: String, _ b: String) -> Bool { a == b || CatalogLimits.folded(a) == CatalogLimits.folded(b) }
+    static func pair(_ a: String, _ b: String) -> [UInt8] { fold(a) + [0] + fold(b) }
+    static func nodePrefix(_ node: String) -> [UInt8] { fold(node) + [0] }
+    static func instanceKey(_ s: CatalogService) -> [UInt8] { fold(s.service) + [0] + pair(s.node, s.id) }
 
     // MARK: - Apply
 
@@ -97,12 +115,7 @@ struct CatalogTables: Sendable {
 
     /// Names become parts of keys: non-empty, no NUL (the key separator), bounded.
     private func invalidName(_ name: String, _ what: String) -> ApplyResult? {
-        if name.isEmpty { return .failed("Missing \(what)") }
-        if name.utf8.count > CatalogLimits.maxNameBytes {
-            return .failed("\(what) too long: \(name.utf8.count) bytes, at most \(CatalogLimits.maxNameBytes)")
-        }
-        if name.utf8.contains(0) { return .failed("\(what) contains a NUL byte") }
-        return nil
+        CatalogLimits.problem(name, what).map { .failed($0) }
     }
 
     /// Consul's ensureRegistrationTxn: node, then service, then checks, all or nothing.
@@ -114,7 +127,7 @@ struct CatalogTables: Sendable {
         if let failure = invalidName(name, "node name") { return failure }
         if !registration.node.id.isEmpty {
             if let failure = invalidName(registration.node.id, "node ID") { return failure }
-            if let owner = try txn.get(nodeIDs, Array(registration.node.id.utf8)), owner != Array(name.utf8) {
+            if let owner = try txn.get(nodeIDs, Self.fold(registration.node.id)), owner != Self.fold(name) {
                 return .failed("Failed inserting node: node ID \"\(registration.node.id)\" for node \"\(name)\" aliases existing node \"\(String(decoding: owner, as: UTF8.self))\"")
             }
         }
@@ -122,13 +135,13 @@ struct CatalogTables: Sendable {
             if let failure = invalidName(service.id, "service ID") ?? invalidName(service.service, "service name") {
                 return failure
             }
-            if service.node != name { return .failed("Node name for service doesn't match node name for registration") }
+            if !Self.same(service.node, name) { return .failed("Node name for service doesn't match node name for registration") }
         }
         for check in registration.checks {
             if let failure = invalidName(check.checkID, "check ID") { return failure }
-            if check.node != name { return .failed("Node name for check doesn't match node name for registration") }
-            if !check.serviceID.isEmpty && check.serviceID != registration.service?.id {
-                let registered = check.serviceID.utf8.count <= CatalogLimits.maxNameBytes
+            if !Self.same(check.node, name) { return .failed("Node name for check doesn't match node name for registration") }
+            if !check.serviceID.isEmpty && !Self.same(check.serviceID, registration.service?.id ?? "") {
+                let registered = CatalogLimits.problem(check.serviceID, "service ID") == nil
                     ? try txn.get(services, Self.pair(name, check.serviceID)) : nil
                 if registered == nil { return .failed("Missing service registration") }
             }
@@ -153,11 +166,11 @@ struct CatalogTables: Sendable {
         var node = new
         node.createIndex = existing?.createIndex ?? index
         node.modifyIndex = index
-        if let existing, !existing.id.isEmpty, existing.id != node.id {
-            try txn.delete(nodeIDs, key: Array(existing.id.utf8))
+        if let existing, !existing.id.isEmpty, !Self.same(existing.id, node.id) {
+            try txn.delete(nodeIDs, key: Self.fold(existing.id))
         }
-        if !node.id.isEmpty { try txn.put(nodeIDs, key: Array(node.id.utf8), value: Array(node.name.utf8)) }
-        try txn.put(nodes, key: Array(node.name.utf8), value: node.stored())
+        if !node.id.isEmpty { try txn.put(nodeIDs, key: Self.fold(node.id), value: Self.fold(node.name)) }
+        try txn.put(nodes, key: Self.fold(node.name), value: node.stored())
         try setIndex(Self.nodesIndexKey, index, txn)
         changes.tables.insert(.nodes)
         // A node's fields are part of every health/catalog answer for its services.
@@ -172,7 +185,7 @@ struct CatalogTables: Sendable {
         var service = new
         service.createIndex = existing?.createIndex ?? index
         service.modifyIndex = index
-        if let existing, existing.service != service.service {
+        if let existing, !Self.same(existing.service, service.service) {
             try txn.delete(instances, key: Self.instanceKey(existing))
             try retire(serviceName: existing.service, at: index, txn, &changes)
         }
@@ -185,7 +198,7 @@ struct CatalogTables: Sendable {
         // Keep the checks' copies of the service's name and tags current.
         var stale: [CatalogCheck] = []
         try forEachCheck(txn, node: service.node) { check in
-            if check.serviceID == service.id && (check.serviceName != service.service || check.serviceTags != service.tags) {
+            if Self.same(check.serviceID, service.id) && (check.serviceName != service.service || check.serviceTags != service.tags) {
                 stale.append(check)
             }
         }
@@ -220,7 +233,7 @@ struct CatalogTables: Sendable {
         try txn.put(checks, key: key, value: check.stored())
         try setIndex(Self.checksIndexKey, index, txn)
         changes.tables.insert(.checks)
-        if let existing, existing.serviceID != check.serviceID {
+        if let existing, !Self.same(existing.serviceID, check.serviceID) {
             try touchServicesOfCheck(existing, at: index, txn, &changes)
         }
         try touchServicesOfCheck(check, at: index, txn, &changes)
@@ -236,8 +249,8 @@ struct CatalogTables: Sendable {
         var checkIDs: [String] = []
         try forEachCheck(txn, node: name) { checkIDs.append($0.checkID) }
         for id in checkIDs { try deleteCheck(node: name, id: id, at: index, txn, &changes) }
-        if !existing.id.isEmpty { try txn.delete(nodeIDs, key: Array(existing.id.utf8)) }
-        try txn.delete(nodes, key: Array(name.utf8))
+        if !existing.id.isEmpty { try txn.delete(nodeIDs, key: Self.fold(existing.id)) }
+        try txn.delete(nodes, key: Self.fold(name))
         try setIndex(Self.nodesIndexKey, index, txn)
         changes.tables.insert(.nodes)
     }
@@ -249,7 +262,7 @@ struct CatalogTables: Sendable {
         guard let stored = try txn.get(services, key) else { return }
         let service = try CatalogService(stored: stored)
         var checkIDs: [String] = []
-        try forEachCheck(txn, node: node) { if $0.serviceID == id { checkIDs.append($0.checkID) } }
+        try forEachCheck(txn, node: node) { if Self.same($0.serviceID, id) { checkIDs.append($0.checkID) } }
         for checkID in checkIDs { try deleteCheck(node: node, id: checkID, at: index, txn, &changes) }
         try txn.delete(services, key: key)
         try txn.delete(instances, key: Self.instanceKey(service))
@@ -339,7 +352,7 @@ struct CatalogTables: Sendable {
     }
 
     func node(_ txn: ReadTransaction, _ name: String) throws -> CatalogNode? {
-        guard isKeyable(name), let stored = try txn.get(nodes, Array(name.utf8)) else { return nil }
+        guard isKeyable(name), let stored = try txn.get(nodes, Self.fold(name)) else { return nil }
         return try CatalogNode(stored: stored)
     }
 
@@ -378,7 +391,7 @@ struct CatalogTables: Sendable {
         guard isKeyable(name) else { return [] }
         var keys: [[UInt8]] = []
         try txn.cursor(instances).forEach(prefix: Self.nodePrefix(name)) { key, _ in
-            keys.append(Array(key[(name.utf8.count + 1)...]))
+            keys.append(Array(key[(Self.fold(name).count + 1)...]))
             return true
         }
         return try keys.compactMap { key in
@@ -386,17 +399,23 @@ struct CatalogTables: Sendable {
         }
     }
 
-    /// Every service name in byte order, each with its instances.
+    /// Every service name (folded) in byte order, each with its instances; the name shown is
+    /// the first instance's spelling.
     func forEachServiceName(_ txn: ReadTransaction, _ body: (String, [CatalogService]) throws -> Void) throws {
         var currentName: [UInt8]?
         var group: [CatalogService] = []
+        func flush() throws {
+            if let currentName {
+                try body(group.first?.service ?? String(decoding: currentName, as: UTF8.self), group)
+            }
+        }
         try txn.cursor(instances).forEach(prefix: []) { key, _ in
             guard let separator = key.firstIndex(of: 0) else {
                 throw StateStoreError.corrupt("catalog instance key without a separator")
             }
             let name = Array(key[..<separator])
             if name != currentName {
-                if let currentName { try body(String(decoding: currentName, as: UTF8.self), group) }
+                try flush()
                 currentName = name
                 group = []
             }
@@ -405,10 +424,8 @@ struct CatalogTables: Sendable {
             }
             return true
         }
-        if let currentName { try body(String(decoding: currentName, as: UTF8.self), group) }
+        try flush()
     }
 
-    private func isKeyable(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.count <= CatalogLimits.maxNameBytes && !name.utf8.contains(0)
-    }
+    private func isKeyable(_ name: String) -> Bool { CatalogLimits.problem(name, "name") == nil }
 }

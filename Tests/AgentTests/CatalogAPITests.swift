@@ -160,6 +160,15 @@ struct CatalogAPITests {
         #expect(try agent.request("GET", "/v1/catalog/service/").status == 400)
     }
 
+    @Test func serviceAndNodeNamesMatchCaseInsensitively() throws {
+        let agent = try TestAgent()
+        defer { agent.stop() }
+        _ = try agent.put("/v1/catalog/register", webOnN1)
+        #expect(try agent.request("GET", "/v1/health/service/WEB").entries.count == 1)
+        #expect(try agent.request("GET", "/v1/catalog/service/Web").entries.first?["ServiceName"] as? String == "web")
+        #expect((try agent.request("GET", "/v1/catalog/node/N1").json as? [String: Any])?["Node"] != nil)
+    }
+
     @Test func fieldNamesMatchCaseInsensitivelyLikeGo() throws {
         let agent = try TestAgent()
         defer { agent.stop() }

@@ -268,6 +268,27 @@ func register(_ nodeName: String, service: String? = nil, id: String? = nil, tag
         }
     }
 
+    @Test func namesMatchCaseInsensitivelyAndKeepTheirSpelling() throws {
+        try withCatalog { c throws in
+            try c.run(.register(CatalogRegistration(
+                node: node("Node-A"), service: CatalogService(node: "Node-A", id: "Web-1", service: "Web"),
+                checks: [CatalogCheck(node: "Node-A", checkID: "Alive", status: CheckStatus.passing, serviceID: "web-1")])))
+            #expect(c.lastBatch?.changedServiceNames == ["web"], "watch scopes use the folded name")
+            let entry = try #require(try c.store.healthService("WEB").entries.first)
+            #expect(entry.node.name == "Node-A")
+            #expect(entry.service.service == "Web")
+            #expect(entry.checks.map(\.checkID) == ["Alive"])
+            #expect(try c.store.catalogNode("node-a").services.map(\.id) == ["Web-1"])
+            #expect(try c.store.catalogServices().services.map(\.name) == ["Web"])
+            // The same node in another case is the same node.
+            try c.run(.register(CatalogRegistration(node: node("NODE-A", address: "10.9.9.9"))))
+            #expect(try c.store.catalogNodes().nodes.map(\.name) == ["NODE-A"])
+            try c.run(.deregisterService(node: "node-a", serviceID: "WEB-1"))
+            #expect(try c.store.healthService("web").entries.isEmpty)
+            #expect(try c.store.nodeChecks("Node-A").checks.isEmpty, "the service's check went with it")
+        }
+    }
+
     @Test func catalogAndKVShareTheAppliedIndexAndBatch() throws {
         try withCatalog { c throws in
             try c.kv(.set(key: "k", value: [1], flags: 0))
