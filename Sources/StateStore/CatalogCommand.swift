@@ -92,3 +92,35 @@ public enum CatalogCommand: Sendable, Equatable {
         try reader.end()
     }
 }
+
+/// Consul's serfHealth check (agent/structs: SerfCheckID, SerfCheckName, …): the leader's
+/// view of a member's gossip health, which counts for every service on the node.
+public enum SerfHealth {
+    public static let checkID = "serfHealth"
+    public static let checkName = "Serf Health Status"
+    public static let aliveOutput = "Agent alive and reachable"
+    public static let failedOutput = "Agent not live or unreachable"
+}
+
+extension CatalogCommand {
+    /// The leader's registration for a live member (Consul's handleAliveMember): the node as
+    /// gossip knows it, with a passing serfHealth.
+    public static func memberAlive(_ node: CatalogNode) -> CatalogCommand {
+        .register(CatalogRegistration(node: node, checks: [
+            CatalogCheck(node: node.name, checkID: SerfHealth.checkID, name: SerfHealth.checkName,
+                         status: CheckStatus.passing, output: SerfHealth.aliveOutput),
+        ]))
+    }
+
+    /// A failed member (Consul's handleFailedMember): serfHealth critical, the node's fields
+    /// left as registered (SkipNodeUpdate), so its services stay listed but unhealthy.
+    public static func memberFailed(_ node: CatalogNode) -> CatalogCommand {
+        .register(CatalogRegistration(node: node, skipNodeUpdate: true, checks: [
+            CatalogCheck(node: node.name, checkID: SerfHealth.checkID, name: SerfHealth.checkName,
+                         status: CheckStatus.critical, output: SerfHealth.failedOutput),
+        ]))
+    }
+
+    /// A member that left or was reaped (Consul's handleLeftMember): the node and everything on it.
+    public static func memberLeft(_ node: String) -> CatalogCommand { .deregisterNode(node: node) }
+}

@@ -289,6 +289,28 @@ func register(_ nodeName: String, service: String? = nil, id: String? = nil, tag
         }
     }
 
+    @Test func theLeadersSerfHealthCommandsDriveAMembersHealth() throws {
+        try withCatalog { c throws in
+            let member = CatalogNode(name: "client-1", id: "3f2a8b4c-1d2e-4f5a-9b6c-7d8e9f0a1b2c", address: "10.0.0.7",
+                                     datacenter: "dc1", meta: ["consul-network-segment": ""])
+            try c.run(.memberAlive(member))
+            try c.run(register("client-1", service: "web"))
+            var serf = try #require(try c.store.healthService("web").entries.first?.checks.first)
+            #expect(serf.checkID == SerfHealth.checkID && serf.status == CheckStatus.passing)
+            // Failure: the check turns critical, the node's fields stay as the agent registered them.
+            try c.run(.memberFailed(CatalogNode(name: "client-1", address: "")))
+            serf = try #require(try c.store.healthService("web").entries.first?.checks.first)
+            #expect(serf.status == CheckStatus.critical)
+            #expect(serf.output == SerfHealth.failedOutput)
+            #expect(try c.store.catalogNode("client-1").node?.address == "10.0.0.1")
+            #expect(try c.store.checks(inState: CheckStatus.critical).checks.map(\.checkID) == [SerfHealth.checkID])
+            // Leaving removes the node with its services and checks.
+            try c.run(.memberLeft("client-1"))
+            #expect(try c.store.catalogNodes().nodes.isEmpty)
+            #expect(try c.store.healthService("web").entries.isEmpty)
+        }
+    }
+
     @Test func catalogAndKVShareTheAppliedIndexAndBatch() throws {
         try withCatalog { c throws in
             try c.kv(.set(key: "k", value: [1], flags: 0))
