@@ -49,13 +49,13 @@ extension HTTPAPI {
             guard present(responder, node, "node name") else { return }
             healthRead(responder, scope: .catalogTables(.checks)) { store in
                 let (index, checks) = try store.nodeChecks(node)
-                return (index, checks.map(CatalogJSON.check))
+                return (index, Self.render { $0.array(checks) { out, check in CatalogJSON.check(check, &out) } })
             }
         } else if let service = suffix(path, "/v1/health/checks/") {
             guard present(responder, service, "service name") else { return }
             healthRead(responder, scope: .catalogTables(.checks)) { store in
                 let (index, checks) = try store.serviceChecks(service)
-                return (index, checks.map(CatalogJSON.check))
+                return (index, Self.render { $0.array(checks) { out, check in CatalogJSON.check(check, &out) } })
             }
         } else if let state = suffix(path, "/v1/health/state/") {
             guard state == "any" || [CheckStatus.passing, CheckStatus.warning, CheckStatus.critical].contains(state) else {
@@ -64,7 +64,7 @@ extension HTTPAPI {
             }
             healthRead(responder, scope: .catalogTables(.checks)) { store in
                 let (index, checks) = try store.checks(inState: state)
-                return (index, checks.map(CatalogJSON.check))
+                return (index, Self.render { $0.array(checks) { out, check in CatalogJSON.check(check, &out) } })
             }
         } else if let service = suffix(path, "/v1/health/service/") {
             guard present(responder, service, "service name") else { return }
@@ -132,7 +132,7 @@ extension HTTPAPI {
         let datacenter = config.datacenter
         catalogRead(responder, scope: .catalogTables(.nodes)) { store in
             let (index, nodes) = try store.catalogNodes()
-            return (index, nodes.filter(filter).map { CatalogJSON.node($0, datacenter: datacenter) })
+            return (index, Self.render { $0.array(nodes.filter(filter)) { out, node in CatalogJSON.node(node, datacenter: datacenter, &out) } })
         }
     }
 
@@ -141,9 +141,14 @@ extension HTTPAPI {
         let filtered = responder.request.query.has("node-meta")
         catalogRead(responder, scope: .catalogTables(.services)) { store in
             let (index, services) = try store.catalogServices(nodeFilter: filtered ? filter : nil)
-            var map: [String: Any] = [:]
-            for (name, tags) in services { map[name] = tags }
-            return (index, map)
+            return (index, Self.render { out in
+                out.openObject()
+                for (i, service) in services.enumerated() {
+                    out.key(service.name, first: i == 0)
+                    out.strings(service.tags)
+                }
+                out.closeObject()
+            })
         }
     }
 
@@ -154,7 +159,9 @@ extension HTTPAPI {
         catalogRead(responder, scope: .service(CatalogLimits.folded(name))) { store in
             let (index, instances) = try store.catalogServiceInstances(name)
             let kept = instances.filter { filter($0.node) && Self.hasTags($0.service, tags) }
-            return (index, kept.map { CatalogJSON.serviceNode($0.node, $0.service, datacenter: datacenter) })
+            return (index, Self.render { $0.array(kept) { out, item in
+                CatalogJSON.serviceNode(item.node, item.service, datacenter: datacenter, &out)
+            } })
         }
     }
 
@@ -164,16 +171,25 @@ extension HTTPAPI {
         let datacenter = config.datacenter
         catalogRead(responder, scope: .catalogTables([.nodes, .services])) { store in
             let (index, node, services) = try store.catalogNode(name)
-            let rendered = services.map { CatalogJSON.service($0, datacenter: datacenter) }
             guard let node else {
-                let empty: Any = asList ? ["Node": NSNull(), "Services": [Any]()] as [String: Any] : NSNull()
-                return (index, empty)
+                return (index, Array((asList ? #"{"Node":null,"Services":[]}"# : "null").utf8))
             }
-            let nodeJSON = CatalogJSON.node(node, datacenter: datacenter)
-            if asList { return (index, ["Node": nodeJSON, "Services": rendered] as [String: Any]) }
-            var byID: [String: Any] = [:]
-            for (service, json) in zip(services, rendered) { byID[service.id] = json }
-            return (index, ["Node": nodeJSON, "Services": byID] as [String: Any])
+            return (index, Self.render { out in
+                out.raw(#"{"Node":"#)
+                CatalogJSON.node(node, datacenter: datacenter, &out)
+                out.raw(#","Services":"#)
+                if asList {
+                    out.array(services) { out, service in CatalogJSON.service(service, datacenter: datacenter, &out) }
+                } else {
+                    out.openObject()
+                    for (i, service) in services.enumerated() {
+                        out.key(service.id, first: i == 0)
+                        CatalogJSON.service(service, datacenter: datacenter, &out)
+                    }
+                    out.closeObject()
+                }
+                out.closeObject()
+            })
         }
     }
 
@@ -199,26 +215,22 @@ extension HTTPAPI {
                 filter(entry.node) && Self.hasTags(entry.service, tags)
                     && (!passingOnly || entry.checks.allSatisfy { $0.status == CheckStatus.passing })
             }
-            return (index, kept.map { entry in
-                [
-                    "Node": CatalogJSON.node(entry.node, datacenter: datacenter),
-                    "Service": CatalogJSON.service(entry.service, datacenter: datacenter),
-                    "Checks": entry.checks.map(CatalogJSON.check),
-                ] as [String: Any]
-            })
+            return (index, Self.render { $0.array(kept) { out, entry in
+                CatalogJSON.healthEntry(entry, datacenter: datacenter, &out)
+            } })
         }
     }
 
     // MARK: Helpers
 
     private func catalogRead(_ responder: HTTPResponder, scope: WatchScope,
-                             _ read: @escaping (StateStore) throws -> (UInt64, Any)) {
+                             _ read: @escaping (StateStore) throws -> (UInt64, [UInt8])) {
         guard let options = queryOptions(responder) else { return }
         guard let store = log?.reader else { respondCommitError(responder, .notLeader(leaderAddress: nil)); return }
-        blockingRead(responder, options, scope: scope) { [weak self] in
+        blockingRead(responder, options, scope: scope) {
             do {
                 let (index, body) = try read(store)
-                return (index, .json(status: 200, self?.jsonBytes(body) ?? []))
+                return (index, .json(status: 200, body))
             } catch {
                 return (0, .text(status: 500, "\(error)"))
             }
@@ -226,7 +238,7 @@ extension HTTPAPI {
     }
 
     private func healthRead(_ responder: HTTPResponder, scope: WatchScope,
-                            _ read: @escaping (StateStore) throws -> (UInt64, Any)) {
+                            _ read: @escaping (StateStore) throws -> (UInt64, [UInt8])) {
         catalogRead(responder, scope: scope, read)
     }
 
@@ -250,6 +262,12 @@ extension HTTPAPI {
         guard !tags.isEmpty else { return true }
         let present = Set(service.tags.map { $0.lowercased() })
         return tags.allSatisfy { present.contains($0.lowercased()) }
+    }
+
+    static func render(_ body: (inout JSONWriter) -> Void) -> [UInt8] {
+        var writer = JSONWriter()
+        body(&writer)
+        return writer.bytes
     }
 
     private func suffix(_ path: String, _ prefix: String) -> String? {

@@ -3,6 +3,7 @@
 // matched case-insensitively like Go's encoding/json; empty lists render as [], empty maps
 // as {}, a service's TaggedAddresses is left out when empty (omitempty in Consul).
 import Foundation
+import HTTP
 import StateStore
 
 /// A request body that is not what the endpoint expects: 400 with the message.
@@ -121,97 +122,162 @@ struct JSONFields {
     }
 }
 
+/// Appends JSON straight to bytes (no Foundation objects on the read path: a health answer
+/// for hundreds of instances is rendered in one pass). Fields follow Consul's struct order.
+struct JSONWriter {
+    var bytes: [UInt8] = []
+
+    mutating func raw(_ text: String) { bytes.append(contentsOf: text.utf8) }
+    mutating func string(_ text: String) { JSONText.appendQuoted(text, to: &bytes) }
+    mutating func number<T: BinaryInteger>(_ value: T) { bytes.append(contentsOf: String(value).utf8) }
+    mutating func bool(_ value: Bool) { raw(value ? "true" : "false") }
+
+    /// `,"Name":` (or `"Name":` for the first field of an object).
+    mutating func key(_ name: String, first: Bool = false) {
+        if !first { bytes.append(UInt8(ascii: ",")) }
+        string(name)
+        bytes.append(UInt8(ascii: ":"))
+    }
+
+    mutating func strings(_ list: [String]) {
+        bytes.append(UInt8(ascii: "["))
+        for (i, item) in list.enumerated() {
+            if i > 0 { bytes.append(UInt8(ascii: ",")) }
+            string(item)
+        }
+        bytes.append(UInt8(ascii: "]"))
+    }
+
+    mutating func stringMap(_ map: [String: String]) {
+        bytes.append(UInt8(ascii: "{"))
+        for (i, key) in map.keys.sorted().enumerated() {
+            self.key(key, first: i == 0)
+            string(map[key]!)
+        }
+        bytes.append(UInt8(ascii: "}"))
+    }
+
+    mutating func openObject() { bytes.append(UInt8(ascii: "{")) }
+
+    mutating func closeObject() { bytes.append(UInt8(ascii: "}")) }
+
+    mutating func array<T>(_ items: [T], _ body: (inout JSONWriter, T) -> Void) {
+        bytes.append(UInt8(ascii: "["))
+        for (i, item) in items.enumerated() {
+            if i > 0 { bytes.append(UInt8(ascii: ",")) }
+            body(&self, item)
+        }
+        bytes.append(UInt8(ascii: "]"))
+    }
+}
+
 enum CatalogJSON {
-    static func node(_ node: CatalogNode, datacenter: String) -> [String: Any] {
-        [
-            "ID": node.id,
-            "Node": node.name,
-            "Address": node.address,
-            "Datacenter": node.datacenter.isEmpty ? datacenter : node.datacenter,
-            "TaggedAddresses": node.taggedAddresses,
-            "Meta": node.meta,
-            "CreateIndex": Int(clamping: node.createIndex),
-            "ModifyIndex": Int(clamping: node.modifyIndex),
-        ]
+    static func node(_ node: CatalogNode, datacenter: String, _ out: inout JSONWriter) {
+        out.openObject(); out.key("ID", first: true); out.string(node.id)
+        out.key("Node"); out.string(node.name)
+        out.key("Address"); out.string(node.address)
+        out.key("Datacenter"); out.string(node.datacenter.isEmpty ? datacenter : node.datacenter)
+        out.key("TaggedAddresses"); out.stringMap(node.taggedAddresses)
+        out.key("Meta"); out.stringMap(node.meta)
+        out.key("CreateIndex"); out.number(node.createIndex)
+        out.key("ModifyIndex"); out.number(node.modifyIndex)
+        out.closeObject()
     }
 
-    static func weights(_ weights: ServiceWeights) -> [String: Any] {
-        ["Passing": weights.passing, "Warning": weights.warning]
+    static func weights(_ weights: ServiceWeights, _ out: inout JSONWriter) {
+        out.raw(#"{"Passing":"#); out.number(weights.passing)
+        out.raw(#","Warning":"#); out.number(weights.warning)
+        out.raw("}")
     }
 
-    static func taggedAddresses(_ map: [String: ServiceAddress]) -> [String: Any] {
-        map.mapValues { ["Address": $0.address, "Port": $0.port] as [String: Any] }
+    static func taggedAddresses(_ map: [String: ServiceAddress], _ out: inout JSONWriter) {
+        out.raw("{")
+        for (i, key) in map.keys.sorted().enumerated() {
+            out.key(key, first: i == 0)
+            out.raw(#"{"Address":"#); out.string(map[key]!.address)
+            out.raw(#","Port":"#); out.number(map[key]!.port)
+            out.raw("}")
+        }
+        out.raw("}")
     }
 
     /// Consul's AgentService shape (catalog/node Services, health/service Service).
-    static func service(_ service: CatalogService, datacenter: String) -> [String: Any] {
-        var json: [String: Any] = [
-            "ID": service.id,
-            "Service": service.service,
-            "Tags": service.tags,
-            "Address": service.address,
-            "Meta": service.meta,
-            "Port": service.port,
-            "Weights": weights(service.weights),
-            "EnableTagOverride": service.enableTagOverride,
-            "Datacenter": datacenter,
-            "CreateIndex": Int(clamping: service.createIndex),
-            "ModifyIndex": Int(clamping: service.modifyIndex),
-        ]
-        if !service.taggedAddresses.isEmpty { json["TaggedAddresses"] = taggedAddresses(service.taggedAddresses) }
-        return json
+    static func service(_ service: CatalogService, datacenter: String, _ out: inout JSONWriter) {
+        out.openObject(); out.key("ID", first: true); out.string(service.id)
+        out.key("Service"); out.string(service.service)
+        out.key("Tags"); out.strings(service.tags)
+        out.key("Address"); out.string(service.address)
+        if !service.taggedAddresses.isEmpty { out.key("TaggedAddresses"); taggedAddresses(service.taggedAddresses, &out) }
+        out.key("Meta"); out.stringMap(service.meta)
+        out.key("Port"); out.number(service.port)
+        out.key("Weights"); weights(service.weights, &out)
+        out.key("EnableTagOverride"); out.bool(service.enableTagOverride)
+        out.key("Datacenter"); out.string(datacenter)
+        out.key("CreateIndex"); out.number(service.createIndex)
+        out.key("ModifyIndex"); out.number(service.modifyIndex)
+        out.closeObject()
     }
 
     /// Consul's ServiceNode shape (catalog/service/<name>): node fields plus Service* fields;
     /// the indexes are the service's.
-    static func serviceNode(_ node: CatalogNode, _ service: CatalogService, datacenter: String) -> [String: Any] {
-        var json: [String: Any] = [
-            "ID": node.id,
-            "Node": node.name,
-            "Address": node.address,
-            "Datacenter": node.datacenter.isEmpty ? datacenter : node.datacenter,
-            "TaggedAddresses": node.taggedAddresses,
-            "NodeMeta": node.meta,
-            "ServiceKind": "",
-            "ServiceID": service.id,
-            "ServiceName": service.service,
-            "ServiceTags": service.tags,
-            "ServiceAddress": service.address,
-            "ServiceWeights": weights(service.weights),
-            "ServiceMeta": service.meta,
-            "ServicePort": service.port,
-            "ServiceEnableTagOverride": service.enableTagOverride,
-            "CreateIndex": Int(clamping: service.createIndex),
-            "ModifyIndex": Int(clamping: service.modifyIndex),
-        ]
+    static func serviceNode(_ node: CatalogNode, _ service: CatalogService, datacenter: String, _ out: inout JSONWriter) {
+        out.openObject(); out.key("ID", first: true); out.string(node.id)
+        out.key("Node"); out.string(node.name)
+        out.key("Address"); out.string(node.address)
+        out.key("Datacenter"); out.string(node.datacenter.isEmpty ? datacenter : node.datacenter)
+        out.key("TaggedAddresses"); out.stringMap(node.taggedAddresses)
+        out.key("NodeMeta"); out.stringMap(node.meta)
+        out.key("ServiceKind"); out.string("")
+        out.key("ServiceID"); out.string(service.id)
+        out.key("ServiceName"); out.string(service.service)
+        out.key("ServiceTags"); out.strings(service.tags)
+        out.key("ServiceAddress"); out.string(service.address)
         if !service.taggedAddresses.isEmpty {
-            json["ServiceTaggedAddresses"] = taggedAddresses(service.taggedAddresses)
+            out.key("ServiceTaggedAddresses"); taggedAddresses(service.taggedAddresses, &out)
         }
-        return json
+        out.key("ServiceWeights"); weights(service.weights, &out)
+        out.key("ServiceMeta"); out.stringMap(service.meta)
+        out.key("ServicePort"); out.number(service.port)
+        out.key("ServiceEnableTagOverride"); out.bool(service.enableTagOverride)
+        out.key("CreateIndex"); out.number(service.createIndex)
+        out.key("ModifyIndex"); out.number(service.modifyIndex)
+        out.closeObject()
     }
 
-    /// Consul's HealthCheck shape.
-    static func check(_ check: CatalogCheck) -> [String: Any] {
-        var definition: Any = [String: Any]()
+    /// Consul's HealthCheck shape. Definition is the JSON object the check was registered
+    /// with; text that does not parse as an object (it could come from any log entry) shows {}.
+    static func check(_ check: CatalogCheck, _ out: inout JSONWriter) {
+        out.openObject(); out.key("Node", first: true); out.string(check.node)
+        out.key("CheckID"); out.string(check.checkID)
+        out.key("Name"); out.string(check.name)
+        out.key("Status"); out.string(check.status)
+        out.key("Notes"); out.string(check.notes)
+        out.key("Output"); out.string(check.output)
+        out.key("ServiceID"); out.string(check.serviceID)
+        out.key("ServiceName"); out.string(check.serviceName)
+        out.key("ServiceTags"); out.strings(check.serviceTags)
+        out.key("Type"); out.string(check.type)
+        out.key("Definition")
         if !check.definition.isEmpty,
-           let parsed = try? JSONSerialization.jsonObject(with: Data(check.definition.utf8)) as? [String: Any] {
-            definition = parsed
+           (try? JSONSerialization.jsonObject(with: Data(check.definition.utf8))) is [String: Any] {
+            out.raw(check.definition)
+        } else {
+            out.raw("{}")
         }
-        return [
-            "Node": check.node,
-            "CheckID": check.checkID,
-            "Name": check.name,
-            "Status": check.status,
-            "Notes": check.notes,
-            "Output": check.output,
-            "ServiceID": check.serviceID,
-            "ServiceName": check.serviceName,
-            "ServiceTags": check.serviceTags,
-            "Type": check.type,
-            "Definition": definition,
-            "CreateIndex": Int(clamping: check.createIndex),
-            "ModifyIndex": Int(clamping: check.modifyIndex),
-        ]
+        out.key("CreateIndex"); out.number(check.createIndex)
+        out.key("ModifyIndex"); out.number(check.modifyIndex)
+        out.closeObject()
+    }
+
+    /// /v1/health/service entries: {"Node":…,"Service":…,"Checks":[…]}.
+    static func healthEntry(_ entry: CatalogHealthEntry, datacenter: String, _ out: inout JSONWriter) {
+        out.raw(#"{"Node":"#)
+        node(entry.node, datacenter: datacenter, &out)
+        out.raw(#","Service":"#)
+        service(entry.service, datacenter: datacenter, &out)
+        out.raw(#","Checks":"#)
+        out.array(entry.checks) { out, item in check(item, &out) }
+        out.raw("}")
     }
 
     // MARK: Request bodies

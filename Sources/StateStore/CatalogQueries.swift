@@ -84,10 +84,19 @@ extension StateStore {
     /// table index.
     public func serviceChecks(_ name: String) throws -> (index: UInt64, checks: [CatalogCheck]) {
         try environment.read { txn in
-            var checks: [CatalogCheck] = []
+            // One pass over each node's checks, however many instances the node runs.
+            var idsByNode: [String: Set<String>] = [:]
+            var nodeOrder: [String] = []
             for service in try catalog.instances(txn, of: name) {
-                try catalog.forEachCheck(txn, node: service.node) { check in
-                    if CatalogTables.same(check.serviceID, service.id) { checks.append(check) }
+                let node = CatalogLimits.folded(service.node)
+                if idsByNode[node] == nil { nodeOrder.append(node) }
+                idsByNode[node, default: []].insert(CatalogLimits.folded(service.id))
+            }
+            var checks: [CatalogCheck] = []
+            for node in nodeOrder {
+                let ids = idsByNode[node]!
+                try catalog.forEachCheck(txn, node: node) { check in
+                    if !check.serviceID.isEmpty && ids.contains(CatalogLimits.folded(check.serviceID)) { checks.append(check) }
                 }
             }
             return (try catalog.tableIndex(txn, .checks), checks)
