@@ -1,5 +1,6 @@
 // /v1/catalog/* and /v1/health/* against a live agent: Consul's shapes, errors and blocking.
 import Foundation
+@testable import Agent
 import HTTP
 import Testing
 
@@ -291,5 +292,44 @@ struct CatalogBlockingTests {
         _ = try agent.put("/v1/catalog/deregister", #"{"Node":"n1","ServiceID":"web"}"#)
         let after = try #require(try agent.request("GET", "/v1/health/service/web").consulIndex)
         #expect(after > before, "a service that went away reports its extinction index")
+    }
+}
+
+/// The register/deregister body decoders take any bytes: a command or a 400 message, never a
+/// crash. Mutations of valid bodies (seeded, so a failure replays).
+@Suite("Catalog request decoding")
+struct CatalogRequestDecodingTests {
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func anyBodyGivesACommandOrAMessage(seed: UInt64) {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        func next() -> UInt64 {  // xorshift: enough to pick mutations reproducibly
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return state
+        }
+        let valid = [Array(webOnN1.utf8), Array(dbOnN2.utf8), Array(#"{"Node":"n","ServiceID":"s","CheckID":"c"}"#.utf8)]
+        var accepted = 0
+        for round in 0..<3_000 {
+            var body = valid[round % valid.count]
+            for _ in 0...(next() % 4) {
+                let at = Int(next() % UInt64(max(body.count, 1)))
+                switch next() % 4 {
+                case 0 where !body.isEmpty: body[at] = UInt8(truncatingIfNeeded: next())
+                case 1 where !body.isEmpty: body.remove(at: at)
+                case 2:
+                    let junk = Array(#"{}[]":,0"#.utf8)
+                    body.insert(junk[Int(next() % UInt64(junk.count))], at: min(at, body.count))
+                default: body.removeLast(min(body.count, Int(next() % 8)))
+                }
+            }
+            do throws(CatalogRequestError) {
+                let fields = try JSONFields.parse(body)
+                _ = try CatalogJSON.registration(fields, defaultDatacenter: "dc1")
+                _ = try CatalogJSON.deregistration(fields)
+                accepted += 1
+            } catch {
+                if error.message.isEmpty { Issue.record("seed \(seed) round \(round): an empty message") }
+            }
+        }
+        #expect(accepted > 0, "some mutations stay valid")
     }
 }
