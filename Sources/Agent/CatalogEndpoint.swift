@@ -52,9 +52,10 @@ extension HTTPAPI {
                 return (index, Self.render { $0.array(checks) { out, check in CatalogJSON.check(check, &out) } })
             }
         } else if let service = suffix(path, "/v1/health/checks/") {
-            guard present(responder, service, "service name") else { return }
+            guard present(responder, service, "service name"), let filter = nodeMetaFilter(responder) else { return }
+            let filtered = responder.request.query.has("node-meta")
             healthRead(responder, scope: .catalogTables(.checks)) { store in
-                let (index, checks) = try store.serviceChecks(service)
+                let (index, checks) = try store.serviceChecks(service, nodeFilter: filtered ? filter : nil)
                 return (index, Self.render { $0.array(checks) { out, check in CatalogJSON.check(check, &out) } })
             }
         } else if let state = suffix(path, "/v1/health/state/") {
@@ -62,8 +63,10 @@ extension HTTPAPI {
                 responder.respond(.text(status: 400, "Invalid check state"))
                 return
             }
+            guard let filter = nodeMetaFilter(responder) else { return }
+            let filtered = responder.request.query.has("node-meta")
             healthRead(responder, scope: .catalogTables(.checks)) { store in
-                let (index, checks) = try store.checks(inState: state)
+                let (index, checks) = try store.checks(inState: state, nodeFilter: filtered ? filter : nil)
                 return (index, Self.render { $0.array(checks) { out, check in CatalogJSON.check(check, &out) } })
             }
         } else if let service = suffix(path, "/v1/health/service/") {

@@ -82,7 +82,8 @@ extension StateStore {
 
     /// /v1/health/checks/<service>: the checks bound to instances of the service; the checks
     /// table index.
-    public func serviceChecks(_ name: String) throws -> (index: UInt64, checks: [CatalogCheck]) {
+    public func serviceChecks(_ name: String, nodeFilter: ((CatalogNode) -> Bool)? = nil)
+        throws -> (index: UInt64, checks: [CatalogCheck]) {
         try environment.read { txn in
             // One pass over each node's checks, however many instances the node runs.
             var idsByNode: [String: Set<String>] = [:]
@@ -94,6 +95,7 @@ extension StateStore {
             }
             var checks: [CatalogCheck] = []
             for node in nodeOrder {
+                if let nodeFilter, !(try catalog.node(txn, node).map(nodeFilter) ?? false) { continue }
                 let ids = idsByNode[node]!
                 try catalog.forEachCheck(txn, node: node) { check in
                     if !check.serviceID.isEmpty && ids.contains(CatalogLimits.folded(check.serviceID)) { checks.append(check) }
@@ -104,11 +106,19 @@ extension StateStore {
     }
 
     /// /v1/health/state/<state>: checks in `state` ("any" for all); the checks table index.
-    public func checks(inState state: String) throws -> (index: UInt64, checks: [CatalogCheck]) {
+    public func checks(inState state: String, nodeFilter: ((CatalogNode) -> Bool)? = nil)
+        throws -> (index: UInt64, checks: [CatalogCheck]) {
         try environment.read { txn in
             var checks: [CatalogCheck] = []
+            var accepted: [String: Bool] = [:]
             try catalog.forEachCheck(txn) { check in
-                if state == "any" || check.status == state { checks.append(check) }
+                guard state == "any" || check.status == state else { return }
+                if let nodeFilter {
+                    let key = CatalogLimits.folded(check.node)
+                    if accepted[key] == nil { accepted[key] = try catalog.node(txn, check.node).map(nodeFilter) ?? false }
+                    if accepted[key] == false { return }
+                }
+                checks.append(check)
             }
             return (try catalog.tableIndex(txn, .checks), checks)
         }

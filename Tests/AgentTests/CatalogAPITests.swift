@@ -240,6 +240,10 @@ struct HealthAPITests {
         #expect(try agent.request("GET", "/v1/health/state/passing").entries.count == 2)
         #expect(try agent.request("GET", "/v1/health/state/any").entries.count == 3)
         #expect(try agent.request("GET", "/v1/health/state/warning").text == "[]")
+        // ?node-meta narrows both to nodes carrying every pair.
+        #expect(try agent.request("GET", "/v1/health/state/any?node-meta=rack:a").entries.count == 2)
+        #expect(try agent.request("GET", "/v1/health/checks/db?node-meta=rack:a").text == "[]")
+        #expect(try agent.request("GET", "/v1/health/checks/db?node-meta=rack:b").entries.count == 1)
     }
 }
 
