@@ -24,6 +24,9 @@ public final class Agent: @unchecked Sendable {
     private var server: HTTPServer?
     private var api: HTTPAPI?
     private var gossip: AgentGossip?
+    /// Servers: answers client agents' forwarded requests. Clients: forwards them.
+    private var rpcServer: RPCServer?
+    private var rpcClient: RPCClient?
     private var signals: [SignalWatcher] = []
     private var dataDir = ""
     private var removeDataDirOnExit = false
@@ -32,8 +35,14 @@ public final class Agent: @unchecked Sendable {
     private var boundHTTPPort = 0
     private var stopping = false
 
-    public init(config: AgentConfig, logger: Logger) throws {
+    /// Where this agent's metrics are recorded and served from (/v1/agent/metrics).
+    public let metrics: MetricsRegistry
+
+    /// - Parameter metrics: the registry to record into; the `conclave` process passes
+    ///   `MetricsRegistry.shared`, tests a registry of their own.
+    public init(config: AgentConfig, logger: Logger, metrics: MetricsRegistry = MetricsRegistry()) throws {
         try config.validate()
+        self.metrics = metrics
         Self.unblockShutdownSignals()
         self.config = config
         self.logger = logger
@@ -89,7 +98,7 @@ public final class Agent: @unchecked Sendable {
     private func startOnLoop(nodeID: String) throws {
         // The Raft transport listens first: its bound port goes into the gossip `port` tag.
         if config.server {
-            let serverRaft = try ServerRaft(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir)
+            let serverRaft = try ServerRaft(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir, metricsFactory: metrics)
             serverRaft.onReplicatorStarted = { [weak self] replicator in self?.api?.log = replicator }
             self.serverRaft = serverRaft
         }
@@ -110,6 +119,7 @@ public final class Agent: @unchecked Sendable {
                 return self.serversChanged
             }
             self.serverRaft?.serversChanged(servers)
+            self.rpcClient?.setServers(servers)
             callback?(servers)
         }
         gossip.refreshServersNow()
@@ -119,8 +129,10 @@ public final class Agent: @unchecked Sendable {
         api.serverPort = serverRaft?.transport.port ?? config.ports.server
         api.log = serverRaft?.replicator
         api.gossip = gossip
+        api.metrics = metrics
         gossip.onUserEvent = { [weak api] in api?.blocking.notifyUserEvent() }
         self.api = api
+        startRPC(api: api, gossip: gossip)
         if config.ports.http >= 0 {
             var httpConfig = HTTPServerConfig()
             httpConfig.limits.maxHeaderBytes = config.httpMaxHeaderBytes
@@ -149,6 +161,51 @@ public final class Agent: @unchecked Sendable {
         }
         loop.addShutdownHook { [weak self] in self?.closeOnLoop() }
         gossip.startRetryJoin()
+    }
+
+    /// Servers answer client agents' RPC on their server port; clients forward to the servers
+    /// of the LAN pool (RPCServer.swift, RPCClient.swift).
+    private func startRPC(api: HTTPAPI, gossip: AgentGossip) {
+        if let serverRaft {
+            var rpcConfig = RPCServerConfig()
+            rpcConfig.maxRequestFrameBytes = RPCWire.maxRequestFrameBytes(bodyLimit: config.kvMaxValueSizeBytes)
+            let rpcServer = RPCServer(loop: loop, config: rpcConfig) { [weak api] responder in
+                if let api { api.handle(responder) } else { responder.respond(.text(status: 500, "agent shutting down")) }
+            }
+            serverRaft.transport.streamHandlers[StreamKind.clientRPC] = { [weak rpcServer] connection, first, decoder in
+                if let rpcServer { rpcServer.accept(connection, firstFrame: first, decoder: decoder) } else { connection.closeNow() }
+            }
+            self.rpcServer = rpcServer
+        } else {
+            let rpcClient = RPCClient(loop: loop)
+            rpcClient.lanMemberCount = { [weak gossip] in gossip?.lan?.members.count ?? 1 }
+            rpcClient.setServers(gossip.liveServers)
+            api.rpcClient = rpcClient
+            self.rpcClient = rpcClient
+        }
+    }
+
+    /// Runs a request through the agent's HTTP API from any thread (see HTTPAPI.internalCall):
+    /// served locally on a server, forwarded to a server on a client agent. `completion`
+    /// runs on the loop thread.
+    public func internalCall(method: String, pathAndQuery: String, body: [UInt8],
+                             completion: @escaping @Sendable (Int, [UInt8]) -> Void) {
+        loop.execute { [weak self] in
+            guard let api = self?.api else { completion(503, Array("agent not running".utf8)); return }
+            api.internalCall(method: method, pathAndQuery: pathAndQuery, body: body, completion: completion)
+        }
+    }
+
+    /// Blocking queries parked on this agent now (tests check that a gone client frees its own).
+    var parkedQueryCount: Int {
+        let count = Locked(0)
+        let done = DispatchSemaphore(value: 0)
+        loop.execute { [weak self] in
+            count.value = self?.api?.blocking.count ?? 0
+            done.signal()
+        }
+        _ = done.wait(timeout: .now() + 10)
+        return count.value
     }
 
     /// Consul's -join / start_join: the agent does not start unless one address answers.
@@ -205,6 +262,8 @@ public final class Agent: @unchecked Sendable {
     private func closeOnLoop() {
         for watcher in signals { watcher.close() }
         signals = []
+        rpcClient?.close()
+        rpcServer?.close()
         api?.blocking.wakeAll()
         gossip?.close()
         server?.close()
@@ -324,6 +383,12 @@ public final class Agent: @unchecked Sendable {
             _ = Glibc.write(STDOUT_FILENO, buffer.baseAddress, buffer.count - 1)
         }
     }
+}
+
+/// A value written on the loop thread before a semaphore signal and read after the wait.
+private final class Locked<Value>: @unchecked Sendable {
+    var value: Value
+    init(_ value: Value) { self.value = value }
 }
 
 private final class StartupFailure: @unchecked Sendable {

@@ -52,6 +52,23 @@ public struct AgentConfig: Sendable, Equatable {
     public var kvMaxValueSizeBytes = 512 * 1024
     /// Consul's `http_config.max_header_bytes` is Go's 1 MiB default; we keep headers small.
     public var httpMaxHeaderBytes = 64 * 1024
+    /// `raft_max_inflight`, `raft_max_append_entries`, `raft_max_append_bytes`: the Raft
+    /// core's pipelining limits (RaftConfig.maxInflightMessages / maxAppendEntries /
+    /// maxAppendBytes); nil keeps the core's default. Not Consul keys: hashicorp/raft fixes them.
+    public var raftMaxInflight: Int?
+    public var raftMaxAppendEntries: Int?
+    public var raftMaxAppendBytes: Int?
+    static let raftMaxInflightLimit = 4096
+    static let raftMaxAppendEntriesLimit = 1 << 16
+    static let raftMaxAppendBytesLimit = 64 << 20
+    /// Internal (tests): the replicator's bound on proposals waiting to apply; past it, writes
+    /// answer 429. nil keeps RaftReplicatorConfig's default.
+    var raftMaxPendingProposals: Int?
+    /// Consul's `raft_snapshot_threshold`, `raft_trailing_logs`, `raft_snapshot_interval`
+    /// (defaults 16384, 10240, 30s): when a server compacts its Raft log.
+    public var raftSnapshotThreshold = 16_384
+    public var raftTrailingLogs = 10_240
+    public var raftSnapshotIntervalMs: UInt64 = 30_000
 
     public init() {}
 
@@ -92,6 +109,27 @@ public struct AgentConfig: Sendable, Equatable {
             throw .invalid("ports.\(name) must be -1 (disabled) or 0...65535, got \(port)")
         }
         if kvMaxValueSizeBytes <= 0 { throw .invalid("kv_max_value_size must be positive") }
+        try validateRaftLimits()
+    }
+
+    private func validateRaftLimits() throws(AgentConfigError) {
+        if let n = raftMaxInflight, !(1...Self.raftMaxInflightLimit).contains(n) {
+            throw .invalid("raft_max_inflight must be between 1 and \(Self.raftMaxInflightLimit), got \(n)")
+        }
+        if let n = raftMaxAppendEntries, !(1...Self.raftMaxAppendEntriesLimit).contains(n) {
+            throw .invalid("raft_max_append_entries must be between 1 and \(Self.raftMaxAppendEntriesLimit), got \(n)")
+        }
+        if let n = raftMaxAppendBytes {
+            // A proposal larger than this is refused by the core, so the largest KV write
+            // (kv_max_value_size plus key and command header) must fit.
+            let least = kvMaxValueSizeBytes + 1024
+            guard n >= least, n <= Self.raftMaxAppendBytesLimit else {
+                throw .invalid("raft_max_append_bytes must be between \(least) (kv_max_value_size + 1024) and \(Self.raftMaxAppendBytesLimit), got \(n)")
+            }
+        }
+        if let n = raftMaxPendingProposals, n < 1 { throw .invalid("raft max pending proposals must be at least 1, got \(n)") }
+        if raftSnapshotThreshold <= 0 { throw .invalid("raft_snapshot_threshold must be positive") }
+        if raftTrailingLogs < 0 { throw .invalid("raft_trailing_logs must not be negative") }
     }
 
     /// Applies a Consul JSON config file (the keys this agent understands; others are
@@ -136,7 +174,18 @@ public struct AgentConfig: Sendable, Equatable {
             case "client_addr": clientAddr = try string(key, value)
             case "log_level": logLevel = try string(key, value)
             case "kv_max_value_size": kvMaxValueSizeBytes = try int(key, value)
+            case "raft_snapshot_threshold": raftSnapshotThreshold = try int(key, value)
+            case "raft_trailing_logs": raftTrailingLogs = try int(key, value)
+            case "raft_snapshot_interval":
+                let text = try string(key, value)
+                guard let nanos = GoDuration.nanoseconds(text), nanos >= 1_000_000 else {
+                    throw .invalid("\(source): raft_snapshot_interval must be a duration such as \"30s\", got \"\(text)\"")
+                }
+                raftSnapshotIntervalMs = nanos / 1_000_000
             case "advertise_addr": advertiseAddr = try string(key, value)
+            case "raft_max_inflight": raftMaxInflight = try int(key, value)
+            case "raft_max_append_entries": raftMaxAppendEntries = try int(key, value)
+            case "raft_max_append_bytes": raftMaxAppendBytes = try int(key, value)
             case "encrypt": encryptKey = try string(key, value)
             case "event_handlers":
                 guard let list = value as? [Any] else { throw .invalid("\(source): event_handlers must be a list of strings") }

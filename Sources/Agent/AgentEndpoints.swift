@@ -47,6 +47,9 @@ extension HTTPAPI {
                 responder.respond(HTTPResponse(status: 200))
                 requestLeave()
             }
+        case "/v1/agent/metrics":
+            guard allow(responder, ["GET"]) else { return }
+            handleMetrics(responder)
         case "/v1/agent/members":
             guard allow(responder, ["GET"]) else { return }
             handleMembers(responder)
@@ -125,6 +128,8 @@ extension HTTPAPI {
                     "commit_index": String(raft?.commitIndex ?? log?.lastAppliedIndex ?? 0),
                     "num_peers": String(max(0, (log?.voterAddresses.count ?? 1) - 1)),
                     "term": String(raft?.term ?? 0),
+                    "last_snapshot_index": String(raft?.lastSnapshotIndex ?? 0),
+                    "last_snapshot_term": String(raft?.lastSnapshotTerm ?? 0),
                 ],
                 "serf_lan": serfStats(gossip?.lan),
                 "serf_wan": serfStats(gossip?.wan),

@@ -41,7 +41,15 @@ final class BlockingQueries {
     /// Parks `wake` until a change in `scope` or `timeoutMilliseconds`, whichever is first;
     /// `wake` runs exactly once. Returns false (and does not park) when full.
     func park(scope: WatchScope, timeoutMilliseconds: UInt64, wake: @escaping () -> Void) -> Bool {
-        guard watchers.count < maxWatchers else { return false }
+        parkCancellable(scope: scope, timeoutMilliseconds: timeoutMilliseconds, wake: wake) != nil
+    }
+
+    /// Wakes the watcher `token` now (its client went away); a no-op once it has woken.
+    func cancel(_ token: UInt64) { fire(token) }
+
+    /// `park` that returns a token for `cancel` (nil when full).
+    func parkCancellable(scope: WatchScope, timeoutMilliseconds: UInt64, wake: @escaping () -> Void) -> UInt64? {
+        guard watchers.count < maxWatchers else { return nil }
         nextID += 1
         let id = nextID
         let timer = LoopTimer(loop: loop)
@@ -55,7 +63,7 @@ final class BlockingQueries {
             for bit in Self.bits(tables) { byCatalogTable[bit, default: []].insert(id) }
         case .service(let name): byService[name, default: []].insert(id)
         }
-        return true
+        return id
     }
 
     /// Wakes every watcher whose scope covers one of `keys`. Cost: one lookup per changed
@@ -63,6 +71,8 @@ final class BlockingQueries {
     /// large batch with many parked queries stays cheap on the loop thread.
     func notify(changedKeys keys: [String]) {
         guard !watchers.isEmpty, !keys.isEmpty else { return }
+        // "" is never a real key: it says the whole state was replaced (an installed snapshot).
+        if keys.contains("") { wakeAll(); return }
         var woken = Set<UInt64>()
         for key in keys {
             if let ids = byKey[key] { woken.formUnion(ids) }

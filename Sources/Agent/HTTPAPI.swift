@@ -31,6 +31,10 @@ final class HTTPAPI {
     var serverPort = 0
     /// The agent's gossip pools (nil only in agents built without them).
     var gossip: AgentGossip?
+    /// Client agents: the connection to the servers that server-held paths are forwarded to.
+    var rpcClient: RPCClient?
+    /// What /v1/agent/metrics serves.
+    var metrics: MetricsRegistry?
 
     init(config: AgentConfig, nodeID: String, loop: Loop, logger: Logger, requestLeave: @escaping () -> Void) {
         self.config = config
@@ -46,14 +50,17 @@ final class HTTPAPI {
         let request = responder.request
         let path = request.path
         logger.debug("request", metadata: ["method": "\(request.method)", "url": "\(request.target)"])
-        if !config.server && (path.hasPrefix("/v1/kv/") || path == "/v1/kv" || path.hasPrefix("/v1/status/")) {
-            // A client agent forwards these to a server over RPC in Consul. Forwarding is not
-            // built yet (a later issue), so clients answer as Consul does with no server known.
-            responder.respond(.text(status: 500, "No known Consul servers"))
+        if !config.server && ForwardedPaths.isForwarded(path) {
+            // A client agent keeps no Raft state: a server answers (RPCClient.swift).
+            forwardToServer(responder)
         } else if path.hasPrefix("/v1/kv/") || path == "/v1/kv" {
             handleKV(responder)
         } else if path.hasPrefix("/v1/status/") {
             handleStatus(responder)
+        } else if path.hasPrefix("/v1/operator/raft/") {
+            handleOperatorRaft(responder)
+        } else if path == "/v1/snapshot" {
+            handleSnapshot(responder)
         } else if path == "/v1/operator/keyring" {
             handleOperatorKeyring(responder)
         } else if path.hasPrefix("/v1/catalog/") {
@@ -133,18 +140,24 @@ final class HTTPAPI {
     /// Runs a read, and if the client passed `?index=N` and nothing in `scope` changed past
     /// N yet, parks it until something does or the wait ends (Consul: default 5 minutes,
     /// at most 10, plus up to wait/16 of jitter so watchers do not all wake together).
+    /// `replicatedState`: the read serves the Raft state store, so the default mode first
+    /// catches up with the leader's commit index (agent-local reads such as events do not).
     func blockingRead(_ responder: HTTPResponder, _ options: QueryOptions, scope: WatchScope,
+                      replicatedState: Bool = false,
                       changed: @escaping (_ current: UInt64, _ client: UInt64) -> Bool = { $0 > $1 },
                       run: @escaping () -> (index: UInt64, response: HTTPResponse)) {
         var wait = options.waitMilliseconds == 0 ? Self.defaultWaitMilliseconds : options.waitMilliseconds
         wait = min(wait, Self.maxWaitMilliseconds)
         wait += UInt64.random(in: 0...(wait / 16))
         let deadline = loop.nowMilliseconds + wait
-        if options.consistency == "consistent" {
-            // Linearizable: confirm the leadership and apply up to its commit index first.
+        if options.consistency == "consistent" || (replicatedState && options.consistency != "stale") {
+            // `consistent` is linearizable: confirm the leadership and apply up to its commit
+            // index first. The default mode trusts the leader: apply up to the commit index it
+            // reports (Consul serves it on the leader; we catch up instead of proxying).
+            let consistent = options.consistency == "consistent"
             holdForLeader({ [weak self] (done: @escaping (Result<UInt64, RaftCommitError>) -> Void) in
                 guard let log = self?.log else { done(.failure(.notLeader(leaderAddress: nil))); return }
-                log.readBarrier(completion: done)
+                if consistent { log.readBarrier(completion: done) } else { log.leaderReadBarrier(completion: done) }
             }) { [weak self] result in
                 switch result {
                 case .success: attempt()
@@ -162,10 +175,12 @@ final class HTTPAPI {
                 respond(result)
                 return
             }
-            let parked = blocking.park(scope: scope, timeoutMilliseconds: deadline - now) {
+            let token = blocking.parkCancellable(scope: scope, timeoutMilliseconds: deadline - now) {
                 attempt()
             }
-            if !parked { respond(result) }
+            guard let token else { respond(result); return }
+            // A client that goes away (HTTP connection or RPC caller) frees its watcher now.
+            responder.onCancel { [weak blocking] in blocking?.cancel(token) }
         }
 
         func respond(_ result: (index: UInt64, response: HTTPResponse)) {

@@ -29,7 +29,7 @@ extension HTTPAPI {
         guard let store = log?.reader else { respondCommitError(responder, .notLeader(leaderAddress: nil)); return }
         if query.has("keys") {
             let separator = query.first("separator").flatMap { $0.isEmpty ? nil : $0 }
-            blockingRead(responder, options, scope: .prefix(key)) {
+            blockingRead(responder, options, scope: .prefix(key), replicatedState: true) {
                 do {
                     let (index, keys) = try store.keys(prefix: key, separator: separator)
                     if keys.isEmpty { return (index, HTTPResponse(status: 404)) }
@@ -45,7 +45,7 @@ extension HTTPAPI {
                 }
             }
         } else if query.has("recurse") {
-            blockingRead(responder, options, scope: .prefix(key)) {
+            blockingRead(responder, options, scope: .prefix(key), replicatedState: true) {
                 do {
                     let (index, entries) = try store.list(prefix: key)
                     if entries.isEmpty { return (index, HTTPResponse(status: 404)) }
@@ -60,7 +60,7 @@ extension HTTPAPI {
                 return
             }
             let raw = query.has("raw")
-            blockingRead(responder, options, scope: .key(key)) {
+            blockingRead(responder, options, scope: .key(key), replicatedState: true) {
                 do {
                     let (index, entry) = try store.get(key)
                     guard let entry else { return (index, HTTPResponse(status: 404)) }

@@ -4,6 +4,7 @@
 import EventLoop
 import Foundation
 import Logging
+import Metrics
 import RaftCore
 import Replication
 
@@ -54,6 +55,8 @@ final class ServerRaft {
     /// "host:port" the other servers reach this one at.
     let advertiseAddress: String
     private(set) var replicator: RaftReplicator?
+    /// Where the replicator records its metrics (the agent's registry).
+    let metricsFactory: any MetricsFactory
     /// Runs on the loop thread once the replicator exists (at once, or at bootstrap-expect).
     var onReplicatorStarted: ((RaftReplicator) -> Void)?
     private let logger = Logger(label: "agent.server.raft")
@@ -64,24 +67,38 @@ final class ServerRaft {
     private var reconcileTimer: LoopTimer?
     static let reconcileIntervalMilliseconds: UInt64 = 1_000
 
-    /// Consul's raft_multiplier=1 timing: 50 ms ticks, so elections time out after 0.5–1 s.
-    static var replicatorConfig: RaftReplicatorConfig {
+    /// Consul's raft_multiplier=1 timing: 50 ms ticks, so elections time out after 0.5–1 s;
+    /// the pipelining limits from raft_max_inflight / raft_max_append_entries / raft_max_append_bytes.
+    static func replicatorConfig(_ agent: AgentConfig) -> RaftReplicatorConfig {
         var config = RaftReplicatorConfig()
         config.tickIntervalMilliseconds = 50
+        if let n = agent.raftMaxInflight { config.raft.maxInflightMessages = n }
+        if let n = agent.raftMaxAppendEntries { config.raft.maxAppendEntries = n }
+        if let n = agent.raftMaxAppendBytes { config.raft.maxAppendBytes = n }
+        if let n = agent.raftMaxPendingProposals { config.maxPendingProposals = n }
+        // An AppendEntries carries up to maxAppendBytes of payload plus 21 bytes per entry
+        // (and one entry past the byte limit): twice the payload keeps every message sendable.
+        let largestMessage = 2 * config.raft.maxAppendBytes + 64 * config.raft.maxAppendEntries + 4096
+        config.transport.maxFrameBytes = max(config.transport.maxFrameBytes, largestMessage)
+        config.snapshotThreshold = UInt64(agent.raftSnapshotThreshold)
+        config.trailingLogs = UInt64(agent.raftTrailingLogs)
+        config.snapshotIntervalMilliseconds = agent.raftSnapshotIntervalMs
         return config
     }
 
     /// Runs on the loop thread. Opens the log at once unless this is a fresh -bootstrap-expect
     /// server, which waits for its peers.
-    init(loop: Loop, config: AgentConfig, nodeID: String, dataDir: String) throws {
+    init(loop: Loop, config: AgentConfig, nodeID: String, dataDir: String, metricsFactory: any MetricsFactory) throws {
         guard let raftID = RaftServerID.from(nodeID: nodeID) else { throw AgentError.startup("node ID \(nodeID) is not a UUID") }
         guard config.ports.server >= 0 else { throw AgentError.startup("a server needs its server port (-server-port must be >= 0)") }
         self.loop = loop
         self.config = config
         self.raftID = raftID
         self.dataDir = dataDir
+        self.metricsFactory = metricsFactory
         do {
             transport = try RaftTransport(loop: loop, host: config.bindAddr, port: config.ports.server,
+                                          config: Self.replicatorConfig(config).transport,
                                           logger: Logger(label: "agent.server.raft.transport"))
         } catch {
             throw AgentError.startup("cannot listen for servers on \(config.bindAddr):\(config.ports.server): \(error)")
@@ -111,7 +128,8 @@ final class ServerRaft {
     private func open(bootstrap: [NodeID: String]?) throws {
         let replicator = try RaftReplicator(id: raftID, loop: loop, dataDirectory: dataDir, transport: transport,
                                             bootstrap: bootstrap, advertiseAddress: advertiseAddress,
-                                            config: Self.replicatorConfig, logger: logger)
+                                            config: Self.replicatorConfig(config), logger: logger,
+                                            metricsFactory: metricsFactory)
         replicator.start()
         self.replicator = replicator
         onReplicatorStarted?(replicator)

@@ -64,8 +64,8 @@ enum AgentCommand {
         if flags.isSet("rejoin") { config.rejoinAfterLeave = flags.flag("rejoin") }
         if let v = flags.string("encrypt") { config.encryptKey = v }
         if let v = flags.int("bootstrap-expect") { config.bootstrapExpect = v }
-        // Client agents (no -server) run gossip only; their server-backed endpoints answer
-        // "No known Consul servers" until RPC forwarding exists (a later issue).
+        // Client agents (no -server) keep no Raft state: they forward server-backed requests
+        // to a server of the LAN pool (Agent/RPCClient.swift).
         try config.validate()
         return config
     }
@@ -80,7 +80,10 @@ enum AgentCommand {
         LoggingSystem.bootstrap { label in ConsulLogHandler(label: label, level: level) }
         let logger = Logger(label: "agent")
         do {
-            let agent = try Agent(config: config, logger: logger)
+            // One registry per process: whatever records through MetricsSystem lands beside
+            // what the agent records, in /v1/agent/metrics.
+            MetricsRegistry.bootstrapProcessWide()
+            let agent = try Agent(config: config, logger: logger, metrics: .shared)
             try agent.start()
             agent.waitUntilStopped()
             return 0

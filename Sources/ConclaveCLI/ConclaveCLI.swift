@@ -20,6 +20,8 @@ public enum ConclaveCLI {
         ("kv", "Interact with the key-value store"),
         ("leave", "Gracefully leaves the cluster and shuts down the agent"),
         ("members", "Lists the members of a Conclave cluster"),
+        ("operator", "Provides cluster-level tools for Conclave operators"),
+        ("snapshot", "Saves and inspects snapshots of Conclave server state"),
         ("version", "Prints the Conclave version"),
     ]
 
@@ -40,6 +42,8 @@ public enum ConclaveCLI {
         case "keygen": return KeygenCommand.run(rest)
         case "keyring": return KeyringCommand.run(rest)
         case "event": return EventCommand.run(rest)
+        case "operator": return OperatorCommand.run(rest)
+        case "snapshot": return SnapshotCommand.run(rest)
         case "version", "-version", "--version", "-v":
             print("Conclave v\(ConclaveVersion.version)")
             print("Revision \(ConclaveVersion.revision)")

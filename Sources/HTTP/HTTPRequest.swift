@@ -32,6 +32,22 @@ public struct HTTPRequest: Sendable {
     }
 }
 
+extension HTTPRequest {
+    /// A request built from a raw request-target (`/v1/kv/a%2Fb?recurse`), decoded exactly as
+    /// the parser decodes one from the wire: for requests that arrive another way (RPC from a
+    /// client agent, the agent's internal calls). Errors are the parser's 400s.
+    public static func make(method: String, target: String, headers: HTTPHeaders = HTTPHeaders(),
+                            body: [UInt8] = []) -> Result<HTTPRequest, HTTPParseError> {
+        switch RequestTarget.decode(Array(target.utf8)) {
+        case let .success((path, query)):
+            return .success(HTTPRequest(method: method, target: target, path: path, query: query,
+                                        headers: headers, body: body))
+        case let .failure(error):
+            return .failure(error)
+        }
+    }
+}
+
 /// Query parameters in the order sent. A flag without `=` (`?recurse`) is present with value "".
 public struct QueryParameters: Sendable, Equatable {
     public struct Parameter: Sendable, Equatable {

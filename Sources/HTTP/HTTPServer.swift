@@ -17,25 +17,75 @@ public struct HTTPServerConfig: Sendable {
 
 /// Answers one request, exactly once, on the loop thread. Answers to pipelined requests go
 /// out in request order whatever order the handler finishes them in.
+///
+/// A responder either belongs to a connection of `HTTPServer`, or is created in-process
+/// (`init(request:completion:)`) for a request that did not arrive over HTTP: an RPC from a
+/// client agent, or the agent's own internal calls. Endpoints see no difference.
 public final class HTTPResponder {
     fileprivate weak var connection: HTTPConnection?
     fileprivate var response: HTTPResponse?
     fileprivate var dispatched = false
     public let request: HTTPRequest
     fileprivate var keepAlive: Bool { request.keepAlive }
+    /// In-process responders: where the answer goes, and whether the caller gave up.
+    private var completion: ((HTTPResponse) -> Void)?
+    private let inProcess: Bool
+    private var cancelledInProcess = false
+    private var cancelHandlers: [() -> Void] = []
 
     fileprivate init(connection: HTTPConnection, request: HTTPRequest) {
         self.connection = connection
         self.request = request
+        self.inProcess = false
+    }
+
+    /// A responder for a request handled in-process: `completion` runs once, on the loop
+    /// thread, with the answer (possibly before this initializer's caller regains control).
+    public init(request: HTTPRequest, completion: @escaping (HTTPResponse) -> Void) {
+        self.request = request
+        self.completion = completion
+        self.inProcess = true
     }
 
     /// True once the client went away: long waits (blocking queries) can stop early.
-    public var isCancelled: Bool { connection?.isClosed ?? true }
+    public var isCancelled: Bool {
+        inProcess ? cancelledInProcess : (connection?.isClosed ?? true)
+    }
+
+    /// Runs `handler` once when the client goes away before an answer (at once if it already
+    /// has), so a parked blocking query can release its watcher instead of waiting out its
+    /// timeout. Not run when the request is answered normally.
+    public func onCancel(_ handler: @escaping () -> Void) {
+        guard response == nil else { return }
+        if isCancelled { handler(); return }
+        cancelHandlers.append(handler)
+    }
+
+    /// The in-process caller gave up (its connection closed, or it sent a cancel). Later
+    /// answers are dropped. Also called by the HTTP connection when its socket closes.
+    public func cancel() {
+        guard response == nil else { return }
+        if inProcess {
+            guard !cancelledInProcess else { return }
+            cancelledInProcess = true
+            completion = nil
+        }
+        let handlers = cancelHandlers
+        cancelHandlers = []
+        for handler in handlers { handler() }
+    }
 
     public func respond(_ response: HTTPResponse) {
         guard self.response == nil else { return }
         self.response = response
-        connection?.flushReadyResponses()
+        cancelHandlers = []
+        if inProcess {
+            let completion = self.completion
+            self.completion = nil
+            completion?(response)
+        } else {
+            connection?.flushReadyResponses()
+        }
     }
 }
 
@@ -232,7 +282,10 @@ final class HTTPConnection {
 
     private func closed() {
         isClosed = true
+        let abandoned = queue
         queue.removeAll()
         server?.connectionClosed(self)
+        // Requests still being worked on (parked blocking queries) can stop now.
+        for responder in abandoned where responder.dispatched { responder.cancel() }
     }
 }

@@ -114,9 +114,9 @@ final class RaftLogWriter {
         }
         let term = try stable.uint64(RaftStableKey.currentTerm) ?? 0
         let vote = try stable.uint64(RaftStableKey.lastVoteCandidate) ?? 0
+        // The commit index need not be durable (Figure 2 keeps it volatile); never trust it past
+        // the log (clamped below, once the snapshot point is known).
         var commit = try stable.uint64(RaftStableKey.commitIndex) ?? 0
-        // The commit index need not be durable (Figure 2 keeps it volatile); never trust it past the log.
-        commit = min(commit, logStore.lastIndex)
         var configuration = Configuration(voters: [])
         if let bytes = try stable.bytes(RaftStableKey.snapshotConfiguration) {
             do throws(MessageDecodingError) {
@@ -128,27 +128,37 @@ final class RaftLogWriter {
         let snapshot = SnapshotMetadata(index: try stable.uint64(RaftStableKey.snapshotIndex) ?? 0,
                                         term: try stable.uint64(RaftStableKey.snapshotTerm) ?? 0,
                                         configuration: configuration)
-        guard snapshot.index == 0 else {
-            throw StorageError.corrupt("snapshot at index \(snapshot.index): snapshots are not supported yet")
+        // Compaction deletes the prefix and moves the snapshot point in one transaction, and an
+        // installed snapshot drops every entry with it: the log starts right after the snapshot.
+        if logStore.lastIndex > 0 && logStore.firstIndex != snapshot.index + 1 {
+            throw StorageError.corrupt("log starts at \(logStore.firstIndex) but the snapshot ends at \(snapshot.index)")
         }
-        if logStore.lastIndex > 0 && logStore.firstIndex != 1 {
-            throw StorageError.corrupt("log starts at \(logStore.firstIndex) with no snapshot before it")
-        }
+        let lastIndex = max(logStore.lastIndex, snapshot.index)
+        commit = max(min(commit, lastIndex), snapshot.index)
         let book = try stable.bytes(RaftStableKey.addressBook).map(AddressBookCodec.decode) ?? [:]
         return RecoveredRaftState(hardState: HardState(term: term, votedFor: vote == 0 ? nil : vote, commitIndex: commit),
-                                  snapshot: snapshot, addressBook: book, lastIndex: logStore.lastIndex)
+                                  snapshot: snapshot, addressBook: book, lastIndex: lastIndex)
     }
 
     /// Makes one batch durable in ONE write transaction (one fsync: the environment is opened
     /// with `.full` durability): drops the suffix from `entries[0].index` (entries that
     /// conflict with a new leader's, §5.3), appends, stores the hard state and address book.
-    func persist(hardState: HardState?, entries: [Entry], addressBook: [NodeID: String]?) throws {
-        if hardState == nil && entries.isEmpty && addressBook == nil { return }
+    ///
+    /// `restore` (an installed snapshot, §7) comes first: every entry is dropped and the
+    /// snapshot point stored, so `entries` continue after it. `compaction` comes last: the
+    /// prefix through its index is deleted and it becomes the snapshot point.
+    func persist(hardState: HardState?, entries: [Entry], addressBook: [NodeID: String]?,
+                 restore: SnapshotMetadata? = nil, compaction: SnapshotMetadata? = nil) throws {
+        if hardState == nil && entries.isEmpty && addressBook == nil && restore == nil && compaction == nil { return }
         let logDatabase = self.logDatabase
         let stableDatabase = self.stableDatabase
         let logStore = self.logStore
         let stored = entries.map(\.stored)
         try environment.write { txn in
+            if let restore {
+                try txn.clear(logDatabase)
+                try Self.putSnapshot(restore, stableDatabase, txn)
+            }
             if let first = stored.first {
                 let cursor = try txn.cursor(logDatabase)
                 while let (key, _) = try cursor.last(), let index = UInt64(bigEndianBytes: key), index >= first.index {
@@ -165,7 +175,20 @@ final class RaftLogWriter {
             if let addressBook {
                 try txn.put(stableDatabase, key: Array(RaftStableKey.addressBook.utf8), value: AddressBookCodec.encode(addressBook))
             }
+            if let compaction {
+                let cursor = try txn.cursor(logDatabase)
+                while let (key, _) = try cursor.first(), let index = UInt64(bigEndianBytes: key), index <= compaction.index {
+                    try txn.delete(logDatabase, key: key)
+                }
+                try Self.putSnapshot(compaction, stableDatabase, txn)
+            }
         }
+    }
+
+    private static func putSnapshot(_ snapshot: SnapshotMetadata, _ stable: Database, _ txn: WriteTransaction) throws {
+        try txn.put(stable, key: Array(RaftStableKey.snapshotIndex.utf8), value: snapshot.index.bigEndianBytes)
+        try txn.put(stable, key: Array(RaftStableKey.snapshotTerm.utf8), value: snapshot.term.bigEndianBytes)
+        try txn.put(stable, key: Array(RaftStableKey.snapshotConfiguration.utf8), value: snapshot.configuration.encoded())
     }
 }
 
@@ -178,6 +201,10 @@ final class LMDBRaftLog: RaftLogStorage {
     /// `unstableOffset` (those may be truncated by a write still to come).
     private var unstable: [Entry] = []
     private var unstableOffset: UInt64
+    private var pendingCompaction: SnapshotMetadata?
+    /// Counts restores: a disk job formed before a restore must not mark entries durable
+    /// (the restore's job deletes whatever it wrote).
+    private(set) var restoreGeneration = 0
 
     init(environment: Environment, snapshot: SnapshotMetadata, durableLastIndex: UInt64) throws {
         reader = try LogStore(environment: environment)
@@ -264,11 +291,31 @@ final class LMDBRaftLog: RaftLogStorage {
         unstableOffset = index + 1
     }
 
+    /// Moves the snapshot point in memory at once (the core no longer reads the prefix); the
+    /// deletion on disk is handed to the next disk job through `takePendingCompaction`.
     func compact(through index: UInt64, configuration: Configuration) {
-        preconditionFailure("raft log: compaction (snapshots) is not supported by the LMDB log yet")
+        guard index > snapshot.index else { return }
+        // Only applied entries are compacted, and those are durable.
+        precondition(index < unstableOffset, "raft log: compacting entry \(index), which is not yet durable")
+        guard let term = term(at: index) else { preconditionFailure("raft log: compacting missing entry \(index)") }
+        snapshot = SnapshotMetadata(index: index, term: term, configuration: configuration)
+        pendingCompaction = snapshot
     }
 
+    /// Replaces the whole log by an installed snapshot's point; the disk side drops every
+    /// entry in the next disk job (before that job's appends).
     func restore(_ snapshot: SnapshotMetadata) {
-        preconditionFailure("raft log: installing a snapshot is not supported by the LMDB log yet")
+        self.snapshot = snapshot
+        unstable = []
+        unstableOffset = snapshot.index + 1
+        pendingCompaction = nil
+        restoreGeneration += 1
+    }
+
+    /// The compaction point still to be written (last in the next disk job); the restore of
+    /// an installed snapshot reaches the disk job through `Ready.snapshot` instead.
+    func takePendingCompaction() -> SnapshotMetadata? {
+        defer { pendingCompaction = nil }
+        return pendingCompaction
     }
 }

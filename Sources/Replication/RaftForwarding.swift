@@ -7,6 +7,11 @@
 //   response      0xF1, request id u64, index u64, term u64, code u8, text (UTF-8)
 //   read request  0xF3, request id u64, origin server u64
 //   read response 0xF4, as a response (a granted read index is a committed outcome's index)
+//   commit index  0xF5, request id u64, origin server u64: the leader answers a read response
+//                 with its commit index at once, no quorum round (Consul's default consistency)
+//   operator      0xF6, request id u64, origin server u64, operation u8 (1 remove server,
+//                 2 transfer leadership), target server u64 (0: the leader picks); answered
+//                 with a response frame
 // (0xF2 is the hello frame and 0xFF the first byte of address records: see RaftMembership.)
 import RaftCore
 import StateStore
@@ -20,6 +25,10 @@ struct ForwardingState {
     var readsWaitingForApply: [(index: UInt64, deadlineMilliseconds: UInt64, completion: (Result<UInt64, RaftCommitError>) -> Void)] = []
 
     var count: Int { outstanding.count + outstandingReads.count + readsWaitingForApply.count }
+    /// The term in which this server, as leader, saw an entry of its own term committed: from
+    /// then on its commit index is a default-consistency read point (cached so a read does
+    /// not look up the term of the commit index in the log each time).
+    var leaderCommittedInTerm: UInt64 = 0
 
     struct OutstandingRead {
         var leader: NodeID
@@ -39,11 +48,20 @@ enum ForwardFrame: Equatable {
     case response(id: UInt64, outcome: ForwardOutcome)
     case readRequest(id: UInt64, origin: NodeID)
     case readResponse(id: UInt64, outcome: ForwardOutcome)
+    case commitIndexRequest(id: UInt64, origin: NodeID)
+    case operatorRequest(id: UInt64, origin: NodeID, operation: OperatorOperation, target: NodeID)
+
+    enum OperatorOperation: UInt8, Equatable {
+        case removeServer = 1
+        case transferLeadership = 2
+    }
 
     static let requestKind: UInt8 = 0xF0
     static let responseKind: UInt8 = 0xF1
     static let readRequestKind: UInt8 = 0xF3
     static let readResponseKind: UInt8 = 0xF4
+    static let commitIndexRequestKind: UInt8 = 0xF5
+    static let operatorRequestKind: UInt8 = 0xF6
 
     func encoded() -> [UInt8] {
         switch self {
@@ -57,6 +75,10 @@ enum ForwardFrame: Equatable {
         case let .readResponse(id, outcome):
             let (index, term, code, text) = outcome.wire
             return [Self.readResponseKind] + id.bigEndianBytes + index.bigEndianBytes + term.bigEndianBytes + [code] + Array(text.utf8)
+        case let .commitIndexRequest(id, origin):
+            return [Self.commitIndexRequestKind] + id.bigEndianBytes + origin.bigEndianBytes
+        case let .operatorRequest(id, origin, operation, target):
+            return [Self.operatorRequestKind] + id.bigEndianBytes + origin.bigEndianBytes + [operation.rawValue] + target.bigEndianBytes
         }
     }
 
@@ -73,6 +95,13 @@ enum ForwardFrame: Equatable {
         case readRequestKind:
             guard let id = u64(1), let origin = u64(9), bytes.count == 17 else { return nil }
             return .readRequest(id: id, origin: origin)
+        case commitIndexRequestKind:
+            guard let id = u64(1), let origin = u64(9), bytes.count == 17 else { return nil }
+            return .commitIndexRequest(id: id, origin: origin)
+        case operatorRequestKind:
+            guard bytes.count == 26, let id = u64(1), let origin = u64(9),
+                  let operation = OperatorOperation(rawValue: bytes[17]), let target = u64(18) else { return nil }
+            return .operatorRequest(id: id, origin: origin, operation: operation, target: target)
         case responseKind, readResponseKind:
             guard let id = u64(1), let index = u64(9), let term = u64(17), bytes.count >= 26 else { return nil }
             let text = String(decoding: bytes[26...], as: UTF8.self)
@@ -180,6 +209,24 @@ extension RaftReplicator {
                 let outcome = ForwardOutcome(result.map { CommitOutcome(index: $0, result: .success(true)) })
                 self.transport.sendFrame(ForwardFrame.readResponse(id: requestID, outcome: outcome).encoded(), to: origin)
             }
+        case let .commitIndexRequest(requestID, origin):
+            leaderReadIndex(forwardToLeader: false) { [weak self] result in
+                guard let self, !self.closed else { return }
+                let outcome = ForwardOutcome(result.map { CommitOutcome(index: $0, result: .success(true)) })
+                self.transport.sendFrame(ForwardFrame.readResponse(id: requestID, outcome: outcome).encoded(), to: origin)
+            }
+        case let .operatorRequest(requestID, origin, operation, target):
+            let answer: (Result<NodeID, RaftCommitError>) -> Void = { [weak self] result in
+                guard let self, !self.closed else { return }
+                let outcome = ForwardOutcome(result.map { CommitOutcome(index: $0, result: .success(true)) })
+                self.transport.sendFrame(ForwardFrame.response(id: requestID, outcome: outcome).encoded(), to: origin)
+            }
+            switch operation {
+            case .removeServer:
+                removePeer(target, forwardToLeader: false) { answer($0.map { target }) }
+            case .transferLeadership:
+                transferLeadership(to: target == 0 ? nil : target, forwardToLeader: false, completion: answer)
+            }
         case let .readResponse(requestID, outcome):
             guard let read = forwarding.outstandingReads.removeValue(forKey: requestID) else { return }
             switch outcome.result {
@@ -205,6 +252,60 @@ extension RaftReplicator {
         forwarding.outstandingReads[requestID] = ForwardingState.OutstandingRead(
             leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion: completion)
         transport.sendFrame(ForwardFrame.readRequest(id: requestID, origin: id).encoded(), to: leader)
+    }
+
+    /// Consul's default consistency: a read point that trusts the leader without a quorum
+    /// round. The leader answers with its commit index; a follower asks the leader for it
+    /// (one round trip, `.commitIndexRequest`). Completes once this server has applied that
+    /// index, so a read after it sees every write the leader had committed when asked.
+    /// Weaker than `readIndex` only while a deposed leader still believes it leads.
+    public func leaderReadIndex(forwardToLeader: Bool? = nil, completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        loop.assertInLoopThread()
+        guard started, !closed else { completion(.failure(.closed)); return }
+        if node.role == .leader {
+            // A new leader knows what earlier terms committed only once an entry of its own
+            // term commits (§5.4.2; Consul waits for its barrier the same way): until then,
+            // confirm with a read index instead.
+            if forwarding.leaderCommittedInTerm != node.term {
+                guard node.term(at: node.commitIndex) == node.term else {
+                    readIndex(forwardToLeader: false, completion: completion)
+                    return
+                }
+                forwarding.leaderCommittedInTerm = node.term
+            }
+            waitForApply(node.commitIndex, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion)
+            return
+        }
+        guard forwardToLeader ?? config.forwardWritesToLeader, let leader = node.leader, leader != id else {
+            completion(.failure(.notLeader(leaderAddress: leaderAddress)))
+            return
+        }
+        guard forwarding.count < config.maxOutstandingForwards else {
+            completion(.failure(.overloaded(pending: forwarding.count, limit: config.maxOutstandingForwards)))
+            return
+        }
+        let requestID = forwarding.nextRequestID
+        forwarding.nextRequestID += 1
+        forwarding.outstandingReads[requestID] = ForwardingState.OutstandingRead(
+            leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion: completion)
+        transport.sendFrame(ForwardFrame.commitIndexRequest(id: requestID, origin: id).encoded(), to: leader)
+    }
+
+    /// Sends an operator request to the leader; its answer completes `completion` with the
+    /// server acted on (the response frame's index).
+    func forwardOperator(_ operation: ForwardFrame.OperatorOperation, target: NodeID, to leader: NodeID,
+                         completion: @escaping (Result<NodeID, RaftCommitError>) -> Void) {
+        guard forwarding.count < config.maxOutstandingForwards else {
+            completion(.failure(.overloaded(pending: forwarding.count, limit: config.maxOutstandingForwards)))
+            return
+        }
+        let requestID = forwarding.nextRequestID
+        forwarding.nextRequestID += 1
+        forwarding.outstanding[requestID] = ForwardingState.Outstanding(
+            leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.membershipChangeTimeoutMilliseconds,
+            completion: { result in completion(result.map(\.index)) })
+        transport.sendFrame(ForwardFrame.operatorRequest(id: requestID, origin: id, operation: operation, target: target).encoded(),
+                            to: leader)
     }
 
     private func waitForApply(_ index: UInt64, deadlineMilliseconds: UInt64,

@@ -15,12 +15,27 @@ struct PersistBatch {
     /// Readies to acknowledge (`advance`) once their committed entries are applied.
     var readies: [Ready] = []
     var addressBook: [NodeID: String]?
+    /// An installed snapshot's point: the log is replaced by it before `entries` are appended.
+    var restore: SnapshotMetadata?
+    /// A new compaction point: the log prefix through it is deleted after the appends.
+    var compaction: SnapshotMetadata?
+    /// `LMDBRaftLog.restoreGeneration` when the job was formed: a job formed before a restore
+    /// wrote entries the restore deletes, so its completion must not mark them durable.
+    var restoreGeneration = 0
 
-    var hasDiskWork: Bool { hardState != nil || !entries.isEmpty || !committed.isEmpty || addressBook != nil }
+    var hasDiskWork: Bool {
+        hardState != nil || !entries.isEmpty || !committed.isEmpty || addressBook != nil || restore != nil || compaction != nil
+    }
     var isEmpty: Bool { !hasDiskWork && heldMessages.isEmpty && readies.isEmpty }
 
     mutating func add(_ ready: Ready) {
         if let hardState = ready.hardState { self.hardState = hardState }
+        if let snapshot = ready.snapshot {
+            // Everything appended before the snapshot belongs to the replaced log.
+            restore = snapshot.metadata
+            entries = []
+            if let compaction, compaction.index <= snapshot.metadata.index { self.compaction = nil }
+        }
         if let first = ready.entries.first {
             // A later Ready replacing a suffix of an earlier one (a conflict, §5.3).
             if let base = entries.first?.index, first.index <= (entries.last?.index ?? 0) {
@@ -41,6 +56,8 @@ struct DiskJob: Sendable {
     var entries: [Entry]
     var commands: [Entry]
     var addressBook: [NodeID: String]?
+    var restore: SnapshotMetadata?
+    var compaction: SnapshotMetadata?
 }
 
 struct DiskJobDone: Sendable {
@@ -51,15 +68,24 @@ struct DiskJobDone: Sendable {
 extension RaftReplicator {
     /// Runs on the disk thread: one log transaction (fsync), then one state transaction.
     static func run(_ job: DiskJob, on side: DiskSide) -> DiskJobDone {
+        let persistStarted = monotonicNanoseconds()
         do {
-            try side.writer.persist(hardState: job.hardState, entries: job.entries, addressBook: job.addressBook)
+            try side.writer.persist(hardState: job.hardState, entries: job.entries, addressBook: job.addressBook,
+                                    restore: job.restore, compaction: job.compaction)
+            // Only jobs that committed a log transaction (the others skip the write).
+            if job.hardState != nil || !job.entries.isEmpty || job.addressBook != nil || job.restore != nil || job.compaction != nil {
+                side.metrics.fsyncTime.recordNanoseconds(monotonicNanoseconds() - persistStarted)
+            }
+            if !job.entries.isEmpty { side.metrics.diskBatchEntries.record(job.entries.count) }
         } catch {
             // The core believes these entries are in its log; without them it cannot go on.
             fatalError("raft: failed to persist the log: \(error)")
         }
         guard !job.commands.isEmpty else { return DiskJobDone(applied: nil) }
         do {
+            let applyStarted = monotonicNanoseconds()
             let applied = try side.state.apply(job.commands.map { (index: $0.index, command: $0.data) })
+            side.metrics.fsmApply.recordNanoseconds(monotonicNanoseconds() - applyStarted)
             return DiskJobDone(applied: (job.commands.map(\.index), applied))
         } catch {
             // The entries are committed; a state store that refuses them would serve state that

@@ -4,6 +4,7 @@
 // Same loop-side shape as SingleNodeLog, which it replaces for clusters.
 import EventLoop
 import Logging
+import Metrics
 import RaftCore
 import StateStore
 import Storage
@@ -15,20 +16,28 @@ public final class RaftReplicator {
     /// Read-only view of the state store for the loop thread (LMDB read transactions).
     public let reader: StateStore
     /// Called on the loop thread after each applied batch of commands (wakes blocking queries).
+    /// After an installed snapshot replaced the whole state, `changedKeys` is `[""]`: every
+    /// key may have changed (the empty key is never a real key).
     public var onApplied: ((AppliedBatch) -> Void)?
     /// Highest log index applied here: commands, no-ops and configuration entries alike.
-    public private(set) var lastAppliedIndex: UInt64
+    public internal(set) var lastAppliedIndex: UInt64
 
     let loop: Loop
     let config: RaftReplicatorConfig
     let logger: Logger
     let transport: RaftTransport
     let node: RaftNode
-    private let raftLog: LMDBRaftLog
+    let raftLog: LMDBRaftLog
     private let logEnvironment: Environment
-    private let stateEnvironment: Environment
-    private let disk = DiskThread(name: "conclave-raft-disk")
-    private let diskSide: ThreadHandoff<DiskSide>
+    let stateEnvironment: Environment
+    let disk = DiskThread(name: "conclave-raft-disk")
+    let diskSide: ThreadHandoff<DiskSide>
+    /// Dumps the state for InstallSnapshot streams without holding up the disk thread's commits.
+    let snapshotThread = DiskThread(name: "conclave-raft-snapshot")
+    var snapshotMailbox: LoopMailbox<SnapshotEvent>?
+    var snapshots = SnapshotActivity()
+    /// Where snapshot streams keep their temporary files.
+    let snapshotDirectory: String
     private var mailbox: LoopMailbox<DiskJobDone>?
     private var ticker: LoopTimer?
     var addressBook: [NodeID: String]
@@ -50,6 +59,8 @@ public final class RaftReplicator {
     var matchIndex: [NodeID: UInt64] = [:]
     /// Where this server's transport can be reached by the others.
     private(set) var advertiseAddress: String?
+    let metrics: RaftMetrics
+    let peerMetrics: RaftMetrics.Peers
 
     private var observedRole: Role = .follower
     private var observedLeader: NodeID?
@@ -58,6 +69,8 @@ public final class RaftReplicator {
     struct PendingProposal {
         var term: UInt64
         var completion: (Result<CommitOutcome, RaftCommitError>) -> Void
+        /// For consul.raft.commitTime.
+        var proposedAtNanoseconds: UInt64 = 0
     }
 
     private struct PendingRead {
@@ -69,7 +82,10 @@ public final class RaftReplicator {
     final class DiskSide {
         let writer: RaftLogWriter
         let state: StateStore
-        init(writer: RaftLogWriter, state: StateStore) { self.writer = writer; self.state = state }
+        let metrics: RaftMetrics
+        init(writer: RaftLogWriter, state: StateStore, metrics: RaftMetrics) {
+            self.writer = writer; self.state = state; self.metrics = metrics
+        }
     }
 
     /// - Parameters:
@@ -80,9 +96,11 @@ public final class RaftReplicator {
     ///     A server joining an existing cluster passes nil and is added by the leader's `addServer`.
     ///   - advertiseAddress: this server's "host:port" for the others; defaults to its bootstrap
     ///     entry, else 127.0.0.1 and the transport's port.
+    ///   - metricsFactory: where metrics go (see RaftMetrics); nil: the process-wide MetricsSystem.
     public init(id: NodeID, loop: Loop, dataDirectory: String, transport: RaftTransport,
                 bootstrap: [NodeID: String]? = nil, advertiseAddress: String? = nil,
-                config: RaftReplicatorConfig = RaftReplicatorConfig(), logger: Logger) throws {
+                config: RaftReplicatorConfig = RaftReplicatorConfig(), logger: Logger,
+                metricsFactory: (any MetricsFactory)? = nil) throws {
         try config.validate()
         precondition(id != 0, "raft: server id 0 is reserved (it stands for 'no vote')")
         self.id = id
@@ -94,6 +112,8 @@ public final class RaftReplicator {
         self.transport = transport
         logEnvironment = try Environment(directory: DataLayout.logDirectory(dataDirectory), durability: .full)
         stateEnvironment = try Environment(directory: DataLayout.stateDirectory(dataDirectory), durability: .noMetaSync)
+        snapshotDirectory = DataLayout.snapshotTempDirectory(dataDirectory)
+        SnapshotTempFile.prepare(directory: snapshotDirectory)
         let writer = try RaftLogWriter(environment: logEnvironment)
         let recovered = try writer.recover(bootstrap: bootstrap)
         raftLog = try LMDBRaftLog(environment: logEnvironment, snapshot: recovered.snapshot,
@@ -101,9 +121,14 @@ public final class RaftReplicator {
         let state = try StateStore(environment: stateEnvironment)
         reader = try StateStore(environment: stateEnvironment)
         lastAppliedIndex = try state.appliedIndex()
+        // No check of the state's applied index against the snapshot point: the state records
+        // only commands, so it may lag the snapshot point by no-op and configuration entries.
+        // The state is synced before the log drops entries (compaction, installed snapshots).
         addressBook = recovered.addressBook
         self.advertiseAddress = advertiseAddress
-        diskSide = ThreadHandoff(value: DiskSide(writer: writer, state: state))
+        metrics = RaftMetrics(factory: metricsFactory ?? MetricsSystem.factory)
+        peerMetrics = RaftMetrics.Peers(factory: metrics.factory)
+        diskSide = ThreadHandoff(value: DiskSide(writer: writer, state: state, metrics: metrics))
         node = RaftNode(id: id, config: config.raft, log: raftLog, hardState: recovered.hardState,
                         seed: config.seed ?? UInt64.random(in: 1 ... .max))
         observedConfiguration = node.configuration
@@ -131,6 +156,13 @@ public final class RaftReplicator {
         transport.connectionPreamble = HelloFrame(id: id, address: ownAddress).encoded()
         transport.onMessage = { [weak self] message in self?.receive(message) }
         transport.onControlFrame = { [weak self] payload in self?.receiveControlFrame(payload) }
+        snapshotMailbox = LoopMailbox<SnapshotEvent>(loop: loop) { [weak self] events in
+            for event in events { self?.snapshotEvent(event) }
+        }
+        transport.streamHandlers[StreamKind.snapshot] = { [weak self] connection, firstFrame, decoder in
+            guard let self else { connection.closeNow(); return }
+            self.acceptSnapshotStream(connection, firstFrame: firstFrame, decoder: decoder)
+        }
         let ticker = LoopTimer(loop: loop)
         ticker.start(afterMilliseconds: config.tickIntervalMilliseconds,
                      repeatMilliseconds: config.tickIntervalMilliseconds) { [weak self] in self?.tick() }
@@ -175,7 +207,8 @@ public final class RaftReplicator {
         case let .accepted(index, term):
             // An earlier proposal at this index was overwritten by another term before this
             // server led again (expireWaiters had no tick in between to notice).
-            if let stale = proposals.updateValue(PendingProposal(term: term, completion: completion), forKey: index) {
+            if let stale = proposals.updateValue(PendingProposal(term: term, completion: completion,
+                                                                 proposedAtNanoseconds: monotonicNanoseconds()), forKey: index) {
                 stale.completion(.failure(.leadershipLost(index: index, term: stale.term)))
             }
             drain()
@@ -231,7 +264,9 @@ public final class RaftReplicator {
     private func tick() {
         guard !closed else { return }
         node.tick()
+        sampleReplicationMetrics()
         expireWaiters()
+        snapshotTick()
         drain()
     }
 
@@ -240,6 +275,10 @@ public final class RaftReplicator {
         if case let .appendEntriesResponse(response) = message.body, response.success, node.role == .leader,
            message.term == node.term {
             matchIndex[message.from] = max(matchIndex[message.from] ?? 0, response.index)
+        }
+        observeAppendResponse(message)
+        if case let .installSnapshotResponse(response) = message.body, node.role == .leader, message.term == node.term {
+            matchIndex[message.from] = max(matchIndex[message.from] ?? 0, response.lastIndex)
         }
         logger.debug("raft: message received", metadata: ["from": "\(message.from)", "term": "\(message.term)"])
         node.step(message)
@@ -275,10 +314,12 @@ public final class RaftReplicator {
         // Past the bound, the rest waits for the job that is about to start (or is running):
         // its completion drains again.
         while accumulating.committed.count < config.maxApplyEntriesPerBatch, let ready = node.ready() {
-            precondition(ready.snapshot == nil, "raft: installing snapshots is not supported yet")
             for out in ready.messages {
-                if out.mayPrecedePersistence {
-                    transport.send(out.message)
+                if case let .installSnapshot(install) = out.message.body {
+                    // The snapshot's data travels on its own stream (RaftSnapshots.swift).
+                    sendSnapshot(to: out.message.to, term: out.message.term, install.snapshot.metadata)
+                } else if out.mayPrecedePersistence {
+                    sendCounted(out.message)
                 } else {
                     accumulating.heldMessages.append(out.message)
                 }
@@ -298,8 +339,10 @@ public final class RaftReplicator {
             accumulating.addressBook = addressBook
             addressBookDirty = false
         }
+        if let compaction = raftLog.takePendingCompaction() { accumulating.compaction = compaction }
         guard !accumulating.isEmpty else { return }
-        let batch = accumulating
+        var batch = accumulating
+        batch.restoreGeneration = raftLog.restoreGeneration
         accumulating = PersistBatch()
         inFlight = batch
         guard batch.hasDiskWork else {
@@ -311,7 +354,7 @@ public final class RaftReplicator {
                           commands: batch.committed.filter {
                               $0.kind == .normal && $0.index > lastAppliedIndex && !AddressRecord.isRecord($0)
                           },
-                          addressBook: batch.addressBook)
+                          addressBook: batch.addressBook, restore: batch.restore, compaction: batch.compaction)
         let side = diskSide
         disk.submit { mailbox.send(Self.run(job, on: side.value)) }
     }
@@ -319,11 +362,19 @@ public final class RaftReplicator {
     private func jobFinished(_ done: DiskJobDone) {
         guard !closed, let batch = inFlight else { return }
         inFlight = nil
-        if let last = batch.entries.last {
+        if let restore = batch.restore, batch.restoreGeneration == raftLog.restoreGeneration {
+            node.persisted(upTo: restore.index, term: restore.term)
+            lastAppliedIndex = max(lastAppliedIndex, restore.index)
+            logger.info("raft: snapshot installed", metadata: ["index": "\(restore.index)", "term": "\(restore.term)"])
+        }
+        if let last = batch.entries.last, batch.restoreGeneration == raftLog.restoreGeneration {
             raftLog.stableTo(index: last.index, term: last.term)
             node.persisted(upTo: last.index, term: last.term)
         }
-        for message in batch.heldMessages { transport.send(message) }
+        if let compaction = batch.compaction {
+            logger.info("raft: snapshot complete up to", metadata: ["index": "\(compaction.index)", "term": "\(compaction.term)"])
+        }
+        for message in batch.heldMessages { sendCounted(message) }
         var results: [UInt64: ApplyResult] = [:]
         if let (indexes, applied) = done.applied {
             for (index, result) in zip(indexes, applied.results) { results[index] = result }
@@ -332,6 +383,7 @@ public final class RaftReplicator {
             lastAppliedIndex = max(lastAppliedIndex, entry.index)
             guard let proposal = proposals.removeValue(forKey: entry.index) else { continue }
             if proposal.term == entry.term {
+                recordCommit(proposal)
                 proposal.completion(.success(CommitOutcome(index: entry.index,
                                                            result: results[entry.index] ?? .failed("not applied"))))
             } else {
@@ -412,6 +464,10 @@ public final class RaftReplicator {
         for read in waitingReads.values { read.completion(.failure(.closed)) }
         failAllForwards()
         failMembership(.closed)
+        closeSnapshotStreams()
+        snapshotThread.stop()
+        snapshotMailbox?.close()
+        snapshotMailbox = nil
         disk.stop()
         mailbox?.close()
         mailbox = nil

@@ -35,6 +35,28 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
     /// Seed of the core's election-timeout randomness; nil draws one.
     public var seed: UInt64?
 
+    // Snapshots and log compaction (Consul's raft_snapshot_* settings; the state lives in LMDB,
+    // so a snapshot is a sync of the state environment plus a compaction of the log).
+    /// Compact once this many entries were applied since the last snapshot point (Consul's
+    /// raft_snapshot_threshold, default 16384).
+    public var snapshotThreshold: UInt64 = 16_384
+    /// Entries kept behind the snapshot point, so a briefly lagging follower still catches up
+    /// from the log (Consul's raft_trailing_logs, default 10240).
+    public var trailingLogs: UInt64 = 10_240
+    /// How often the threshold is checked (Consul's raft_snapshot_interval, default 30 s).
+    public var snapshotIntervalMilliseconds: UInt64 = 30_000
+    /// Largest state dump sent or accepted in an InstallSnapshot stream (it streams through
+    /// temporary files under the data dir on both sides, never held in memory whole).
+    public var maxSnapshotBytes: Int = 1 << 30
+    /// Dump bytes per chunk frame of the snapshot stream.
+    public var snapshotChunkBytes: Int = 512 << 10
+    /// The leader stops writing chunks while this many bytes wait in the socket's queue; the
+    /// follower stops reading while this many received bytes wait for its temporary file.
+    public var snapshotWindowBytes: Int = 4 << 20
+    /// A snapshot stream without progress (bytes sent or received, or the follower's answer
+    /// after the last byte) for this long is dropped; the core resends later.
+    public var snapshotStallTimeoutMilliseconds: UInt64 = 60_000
+
     public init() {}
 
     /// For in-process tests: 10 ms ticks (100–200 ms election timeouts).
@@ -46,6 +68,8 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
         config.forwardTimeoutMilliseconds = 2_000
         config.readTimeoutMilliseconds = 2_000
         config.membershipChangeTimeoutMilliseconds = 10_000
+        config.snapshotIntervalMilliseconds = 100
+        config.snapshotStallTimeoutMilliseconds = 10_000
         return config
     }
 
@@ -68,6 +92,14 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
         guard membershipChangeTimeoutMilliseconds > 0 else {
             throw .invalid("membershipChangeTimeoutMilliseconds must be > 0")
         }
+        guard snapshotThreshold > 0 else { throw .invalid("snapshotThreshold must be > 0") }
+        guard snapshotIntervalMilliseconds > 0 else { throw .invalid("snapshotIntervalMilliseconds must be > 0") }
+        guard maxSnapshotBytes > 0 else { throw .invalid("maxSnapshotBytes must be > 0") }
+        guard snapshotChunkBytes > 0, snapshotChunkBytes < transport.maxFrameBytes else {
+            throw .invalid("snapshotChunkBytes must be > 0 and < transport.maxFrameBytes")
+        }
+        guard snapshotWindowBytes >= snapshotChunkBytes else { throw .invalid("snapshotWindowBytes must be >= snapshotChunkBytes") }
+        guard snapshotStallTimeoutMilliseconds > 0 else { throw .invalid("snapshotStallTimeoutMilliseconds must be > 0") }
     }
 }
 

@@ -23,6 +23,9 @@ public protocol ReplicatedLog: AnyObject {
     /// Completes once this server has applied everything committed before the call and the
     /// leadership was confirmed: reads of `reader` after it are linearizable (`?consistent`).
     func readBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void)
+    /// Consul's default consistency: completes once this server has applied the leader's
+    /// commit index as the leader reported it, without confirming the leadership.
+    func leaderReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void)
 }
 
 extension RaftReplicator: ReplicatedLog {
@@ -35,6 +38,10 @@ extension RaftReplicator: ReplicatedLog {
 
     public func readBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
         readIndex(completion: completion)
+    }
+
+    public func leaderReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        leaderReadIndex(completion: completion)
     }
 }
 
@@ -58,6 +65,10 @@ extension SingleNodeLog: ReplicatedLog {
 
     /// Everything committed is already applied on the only server.
     public func readBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        completion(.success(lastAppliedIndex))
+    }
+
+    public func leaderReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
         completion(.success(lastAppliedIndex))
     }
 }

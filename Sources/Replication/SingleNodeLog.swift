@@ -60,6 +60,8 @@ public struct CommitOutcome: Sendable, Equatable {
 public enum DataLayout {
     public static func logDirectory(_ dataDir: String) -> String { dataDir + "/raft" }
     public static func stateDirectory(_ dataDir: String) -> String { dataDir + "/state" }
+    /// Temporary files of Raft snapshot streams (emptied at start).
+    public static func snapshotTempDirectory(_ dataDir: String) -> String { dataDir + "/raft-snapshot-tmp" }
 }
 
 /// Loop-confined except for `init`, which runs before the loop starts (it recovers the state).

@@ -9,7 +9,8 @@ final class TestAgent: @unchecked Sendable {
     let dataDir: String
     var port: Int { agent.httpPort }
 
-    init(dataDir: String? = nil, configure: (inout AgentConfig) -> Void = { _ in }) throws {
+    init(dataDir: String? = nil, metrics: MetricsRegistry = MetricsRegistry(),
+         configure: (inout AgentConfig) -> Void = { _ in }) throws {
         let dir = dataDir ?? (NSTemporaryDirectory() + "/conclave-agent-test-" + UUID().uuidString)
         self.dataDir = dir
         var config = AgentConfig()
@@ -26,7 +27,7 @@ final class TestAgent: @unchecked Sendable {
         configure(&config)
         var logger = Logger(label: "test-agent")
         logger.logLevel = .warning
-        agent = try Agent(config: config, logger: logger)
+        agent = try Agent(config: config, logger: logger, metrics: metrics)
         try agent.start()
     }
 

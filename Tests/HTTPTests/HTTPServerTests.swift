@@ -16,10 +16,13 @@ final class ServerHarness: @unchecked Sendable {
     private var _port = 0
     private var _held: [HTTPResponder] = []   // touched only on the loop thread
     private var _dispatched = 0
+    private var _cancelled = 0
     private var server: HTTPServer?            // loop thread only
 
     var port: Int { lock.withLock { _port } }
     var dispatched: Int { lock.withLock { _dispatched } }
+    /// Held requests whose client went away before an answer.
+    var cancelled: Int { lock.withLock { _cancelled } }
 
     /// `hold`: requests whose path starts with "/hold" are parked until `releaseAll`.
     init(config: HTTPServerConfig = HTTPServerConfig()) throws {
@@ -33,6 +36,7 @@ final class ServerHarness: @unchecked Sendable {
                 let request = responder.request
                 if request.path.hasPrefix("/hold") {
                     _held.append(responder)
+                    responder.onCancel { [self] in lock.withLock { _cancelled += 1 } }
                 } else if request.path.hasPrefix("/later/") {
                     // Answer after a delay that shrinks along the pipeline, so answers are
                     // produced in the reverse order of the requests.
@@ -154,6 +158,45 @@ struct HTTPServerTests {
         let order = ["/later/300", "/later/150", "/later/0"].map { text.range(of: $0)?.lowerBound }
         #expect(order.allSatisfy { $0 != nil })
         #expect(order[0]! < order[1]! && order[1]! < order[2]!)
+    }
+
+    @Test func aParkedRequestIsCancelledWhenItsClientDisconnects() throws {
+        let harness = try ServerHarness()
+        defer { harness.stop() }
+        let connection = try RawConnection(port: harness.port)
+        connection.send("GET /hold/1 HTTP/1.1\r\n\r\n")
+        let deadline = Date().addingTimeInterval(10)
+        while harness.dispatched < 1 && Date() < deadline { usleep(5_000) }
+        #expect(harness.cancelled == 0)
+        connection.close()
+        while harness.cancelled < 1 && Date() < deadline { usleep(5_000) }
+        #expect(harness.cancelled == 1)
+        harness.releaseAll()   // a late answer to a gone client is dropped
+        #expect(harness.cancelled == 1)
+    }
+
+    @Test func anInProcessResponderAnswersOnceAndCanBeCancelled() throws {
+        let request = try HTTPRequest.make(method: "GET", target: "/v1/kv/a%2Fb?recurse&x=1+2").get()
+        #expect(request.path == "/v1/kv/a/b")
+        #expect(request.query.has("recurse") && request.query.first("x") == "1 2")
+        #expect(throws: HTTPParseError.self) { try HTTPRequest.make(method: "GET", target: "/a%zz").get() }
+        var answers: [Int] = []
+        var cancels = 0
+        let answered = HTTPResponder(request: request) { answers.append($0.status) }
+        answered.onCancel { cancels += 1 }
+        #expect(!answered.isCancelled)
+        answered.respond(.text(status: 200, "one"))
+        answered.respond(.text(status: 500, "two"))
+        answered.cancel()
+        #expect(answers == [200] && cancels == 0)
+        let abandoned = HTTPResponder(request: request) { answers.append($0.status) }
+        abandoned.onCancel { cancels += 1 }
+        abandoned.cancel()
+        abandoned.cancel()
+        #expect(abandoned.isCancelled && cancels == 1)
+        abandoned.onCancel { cancels += 1 }   // registered after the fact: runs at once
+        abandoned.respond(.text(status: 200, "late"))
+        #expect(answers == [200] && cancels == 2)
     }
 
     @Test func keepAliveServesManyRequestsOnOneConnection() throws {

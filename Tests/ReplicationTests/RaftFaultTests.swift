@@ -26,10 +26,17 @@ struct RaftFaultTests {
     /// Seeds 1...3 by default; RAFT_FAULT_SEEDS=N runs 1...N (for longer hunts).
     static let seeds: [UInt64] = Array(1 ... UInt64(ProcessInfo.processInfo.environment["RAFT_FAULT_SEEDS"].flatMap { UInt64($0) } ?? 3))
 
-    @Test(arguments: seeds)
-    func acknowledgedWritesSurviveStopsRestartsAndPartitions(seed: UInt64) throws {
+    /// `compacting`: tiny snapshot threshold and trailing logs, so restarted and partitioned
+    /// servers often catch up through InstallSnapshot.
+    @Test(arguments: seeds, [false, true])
+    func acknowledgedWritesSurviveStopsRestartsAndPartitions(seed: UInt64, compacting: Bool) throws {
         var config = RaftReplicatorConfig.fastForTests()
         config.forwardTimeoutMilliseconds = 500
+        if compacting {
+            config.snapshotThreshold = 15
+            config.trailingLogs = 3
+            config.snapshotIntervalMilliseconds = 20
+        }
         let cluster = try TestCluster(size: 3, config: config)
         defer { cluster.shutdown() }
         _ = try #require(try cluster.waitForLeader())
