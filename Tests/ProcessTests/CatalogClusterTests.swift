@@ -56,3 +56,46 @@ struct CatalogClusterTests {
         #expect((woken?.headers["X-Consul-Index"].flatMap { UInt64($0) } ?? 0) > index)
     }
 }
+
+@Suite("Catalog through client agents", .serialized)
+struct CatalogClientAgentTests {
+    @Test func aServiceRegisteredThroughOneClientIsVisibleAndWatchableThroughAnother() throws {
+        let server = try AgentProcess(node: "ccs1", server: true, extra: ["-bootstrap-expect", "1"])
+        let join = ["-retry-join", "127.0.0.1:\(try server.serfLANPort())", "-retry-interval", "1s"]
+        let clients = [try AgentProcess(node: "ccc1", server: false, extra: join),
+                       try AgentProcess(node: "ccc2", server: false, extra: join)]
+        defer { ([server] + clients).forEach { $0.stop() } }
+        try poll("the clients to see the leader through the server", seconds: 60) {
+            let leaders = Set(([server] + clients).map(\.leader))
+            return leaders.count == 1 && leaders.first?.isEmpty == false
+        }
+
+        let body = #"{"Node":"ccc1","Address":"127.0.0.1","Service":{"Service":"api","Port":9000},"Check":{"CheckID":"api-ttl","Status":"passing","ServiceID":"api"}}"#
+        let put = try clients[0].http("PUT", "/v1/catalog/register", body: body)
+        #expect(put.status == 200, "\(String(decoding: put.body, as: UTF8.self))")
+        let read = try clients[1].http("GET", "/v1/health/service/api?consistent")
+        #expect(read.status == 200)
+        let entries = try JSONSerialization.jsonObject(with: Data(read.body)) as? [[String: Any]] ?? []
+        #expect(entries.count == 1)
+        #expect((entries.first?["Service"] as? [String: Any])?["Port"] as? Int == 9000)
+        let index = try #require(read.headers["X-Consul-Index"].flatMap { UInt64($0) })
+
+        // A blocking query through client 2 returns when client 1 turns the check critical.
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var woken: HTTPClientResponse?
+        let port = clients[1].httpPort
+        Thread.detachNewThread {
+            var client = HTTPClient(host: "127.0.0.1", port: port, timeoutSeconds: 60)
+            woken = try? client.request(method: "GET", path: "/v1/health/service/api?index=\(index)&wait=30s")
+            done.signal()
+        }
+        Thread.sleep(forTimeInterval: 0.2)
+        let critical = #"{"Node":"ccc1","Address":"127.0.0.1","Check":{"CheckID":"api-ttl","Status":"critical","ServiceID":"api"}}"#
+        #expect(try clients[0].http("PUT", "/v1/catalog/register", body: critical).status == 200)
+        #expect(done.wait(timeout: .now() + 30) == .success)
+        #expect((woken?.headers["X-Consul-Index"].flatMap { UInt64($0) } ?? 0) > index)
+        let text = String(decoding: woken?.body ?? [], as: UTF8.self)
+        let criticalStatus = #""Status":"critical""#
+        #expect(text.contains(criticalStatus))
+    }
+}
