@@ -311,6 +311,24 @@ func register(_ nodeName: String, service: String? = nil, id: String? = nil, tag
         }
     }
 
+    @Test func aStateSnapshotCarriesTheCatalog() throws {
+        try withCatalog { source throws in
+            try source.run(register("n1", service: "web", checks: [CatalogCheck(node: "n1", checkID: "c", serviceID: "web")]))
+            try source.run(register("n2", service: "db"))
+            try source.run(.deregisterService(node: "n2", serviceID: "db"))
+            let (_, dump) = try StateSnapshot.dump(source.store.environment)
+            try withCatalog { target throws in
+                try target.run(register("stale", service: "old"))
+                #expect(try StateSnapshot.load(dump, into: target.store.environment) == .loaded(appliedIndex: 3))
+                #expect(try target.store.catalogNodes().nodes.map(\.name) == ["n1", "n2"])
+                #expect(try target.store.healthService("web").entries.first?.checks.map(\.checkID) == ["c"])
+                #expect(try target.store.catalogServiceInstances("old").instances.isEmpty)
+                #expect(try target.store.healthService("db").index == 3, "the extinction index came along")
+                #expect(try target.store.catalogNodes().index == source.store.catalogNodes().index)
+            }
+        }
+    }
+
     @Test func catalogAndKVShareTheAppliedIndexAndBatch() throws {
         try withCatalog { c throws in
             try c.kv(.set(key: "k", value: [1], flags: 0))
