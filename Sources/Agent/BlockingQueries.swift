@@ -1,11 +1,14 @@
 // Watchers of blocking queries (Consul's `?index=N&wait=D`): a request parks here until a
 // key it reads changes, or its wait ends. Applied batches report the keys they changed.
 import EventLoop
+import StateStore
 
 enum WatchScope {
     case key(String)
     case prefix(String)   // "" watches everything
     case userEvents       // /v1/event/list
+    case catalogTables(CatalogTableSet)  // catalog listings: any change to one of the tables
+    case service(String)  // one service name's instances and health (its per-service index)
 }
 
 /// Loop-confined. Bounded: past `maxWatchers`, a query answers at once instead of parking.
@@ -23,6 +26,10 @@ final class BlockingQueries {
     private var byKey: [String: Set<UInt64>] = [:]
     private var byPrefix: [String: Set<UInt64>] = [:]
     private var userEventWatchers = Set<UInt64>()
+    /// Catalog table watchers by table bit (nodes, services, checks), so a batch costs one
+    /// lookup per changed table rather than a pass over every watcher.
+    private var byCatalogTable: [UInt8: Set<UInt64>] = [:]
+    private var byService: [String: Set<UInt64>] = [:]
 
     init(loop: Loop, maxWatchers: Int = 65_536) {
         self.loop = loop
@@ -52,6 +59,9 @@ final class BlockingQueries {
         case .key(let key): byKey[key, default: []].insert(id)
         case .prefix(let prefix): byPrefix[prefix, default: []].insert(id)
         case .userEvents: userEventWatchers.insert(id)
+        case .catalogTables(let tables):
+            for bit in Self.bits(tables) { byCatalogTable[bit, default: []].insert(id) }
+        case .service(let name): byService[name, default: []].insert(id)
         }
         return id
     }
@@ -76,6 +86,23 @@ final class BlockingQueries {
             }
         }
         for id in woken { fire(id) }
+    }
+
+    /// Wakes the watchers of the catalog tables and service names an applied batch changed.
+    func notify(catalogTables tables: CatalogTableSet, serviceNames: [String]) {
+        guard !watchers.isEmpty, !tables.isEmpty || !serviceNames.isEmpty else { return }
+        var woken = Set<UInt64>()
+        for bit in Self.bits(tables) {
+            if let ids = byCatalogTable[bit] { woken.formUnion(ids) }
+        }
+        for name in serviceNames {
+            if let ids = byService[name] { woken.formUnion(ids) }
+        }
+        for id in woken { fire(id) }
+    }
+
+    private static func bits(_ tables: CatalogTableSet) -> [UInt8] {
+        (0..<8).map { UInt8(1) << $0 }.filter { tables.rawValue & $0 != 0 }
     }
 
     /// Wakes every /v1/event/list watcher (a user event arrived).
@@ -105,6 +132,14 @@ final class BlockingQueries {
             if byPrefix[prefix]?.isEmpty == true { byPrefix.removeValue(forKey: prefix) }
         case .userEvents:
             userEventWatchers.remove(id)
+        case .catalogTables(let tables):
+            for bit in Self.bits(tables) {
+                byCatalogTable[bit]?.remove(id)
+                if byCatalogTable[bit]?.isEmpty == true { byCatalogTable.removeValue(forKey: bit) }
+            }
+        case .service(let name):
+            byService[name]?.remove(id)
+            if byService[name]?.isEmpty == true { byService.removeValue(forKey: name) }
         }
         watcher.wake()
     }

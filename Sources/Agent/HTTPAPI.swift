@@ -15,7 +15,10 @@ final class HTTPAPI {
     /// its peers (its KV and status answers then say no leader is known).
     var log: (any ReplicatedLog)? {
         didSet {
-            log?.onApplied = { [weak self] batch in self?.blocking.notify(changedKeys: batch.changedKeys) }
+            log?.onApplied = { [weak self] batch in
+                self?.blocking.notify(changedKeys: batch.changedKeys)
+                self?.blocking.notify(catalogTables: batch.changedCatalogTables, serviceNames: batch.changedServiceNames)
+            }
         }
     }
     let blocking: BlockingQueries
@@ -60,6 +63,10 @@ final class HTTPAPI {
             handleSnapshot(responder)
         } else if path == "/v1/operator/keyring" {
             handleOperatorKeyring(responder)
+        } else if path.hasPrefix("/v1/catalog/") {
+            handleCatalog(responder)
+        } else if path.hasPrefix("/v1/health/") {
+            handleHealth(responder)
         } else if path.hasPrefix("/v1/event/") {
             handleEvent(responder)
         } else if path.hasPrefix("/v1/agent/") {

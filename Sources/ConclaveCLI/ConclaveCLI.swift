@@ -11,6 +11,7 @@ public enum ConclaveCLI {
 
     static let commands: [(name: String, synopsis: String)] = [
         ("agent", "Runs a Conclave agent"),
+        ("catalog", "Interact with the catalog"),
         ("event", "Fire a new event"),
         ("force-leave", "Forces a member of the cluster to enter the \"left\" state"),
         ("join", "Tell Conclave agent to join cluster"),
@@ -33,6 +34,7 @@ public enum ConclaveCLI {
         switch command {
         case "agent": return AgentCommand.run(rest)
         case "kv": return KVCommands.run(rest)
+        case "catalog": return CatalogCommands.run(rest)
         case "leave": return LeaveCommand.run(rest)
         case "members": return MembersCommand.run(rest)
         case "join": return JoinCommand.run(rest)

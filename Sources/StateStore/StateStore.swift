@@ -19,6 +19,11 @@ public struct AppliedBatch: Sendable {
     public var changedKeys: [String]
     /// The applied index after the batch.
     public var lastIndex: UInt64
+    /// Catalog tables the batch changed (CatalogStore.swift), for table-wide watchers.
+    public var changedCatalogTables: CatalogTableSet = []
+    /// Service names whose per-service index moved, once each, for /v1/health/service/<name>
+    /// and /v1/catalog/service/<name> watchers.
+    public var changedServiceNames: [String] = []
 }
 
 /// Sendable: only immutable references to a Sendable environment; `apply` is meant for one
@@ -28,6 +33,7 @@ public final class StateStore: Sendable {
     private let kv: Database
     private let tombstones: Database
     private let meta: Database
+    let catalog: CatalogTables
 
     private static let kvIndexKey = Array("kvIndex".utf8)
     private static let appliedIndexKey = Array("appliedIndex".utf8)
@@ -37,6 +43,7 @@ public final class StateStore: Sendable {
         kv = try environment.openDatabase("kv")
         tombstones = try environment.openDatabase("kv_tombstones")
         meta = try environment.openDatabase("meta")
+        catalog = try CatalogTables(environment: environment)
     }
 
     /// The index of the last applied log entry; 0 before the first.
@@ -57,6 +64,7 @@ public final class StateStore: Sendable {
             var results: [ApplyResult] = []
             results.reserveCapacity(batch.count)
             var changes = ChangedKeys()
+            var catalogChanges = CatalogChanges()
             var previous: UInt64 = 0
             for (index, bytes) in batch {
                 precondition(index > previous, "apply: index \(index) after \(previous); indexes must increase")
@@ -66,6 +74,17 @@ public final class StateStore: Sendable {
                     continue
                 }
                 applied = index
+                if let tag = bytes.first, CatalogCommand.tags.contains(tag) {
+                    let command: CatalogCommand
+                    do throws(StateStoreError) {
+                        command = try CatalogCommand(decoding: bytes)
+                    } catch {
+                        results.append(.failed(error.description))
+                        continue
+                    }
+                    results.append(try catalog.apply(command, at: index, txn, &catalogChanges))
+                    continue
+                }
                 let command: KVCommand
                 do throws(StateStoreError) {
                     command = try KVCommand(decoding: bytes)
@@ -78,7 +97,9 @@ public final class StateStore: Sendable {
             if applied != startIndex {
                 try txn.put(meta, key: StateStore.appliedIndexKey, value: applied.bigEndianBytes)
             }
-            return AppliedBatch(results: results, changedKeys: changes.keys, lastIndex: applied)
+            return AppliedBatch(results: results, changedKeys: changes.keys, lastIndex: applied,
+                                changedCatalogTables: catalogChanges.tables,
+                                changedServiceNames: catalogChanges.serviceNames)
         }
     }
 

@@ -40,7 +40,9 @@ struct StateSnapshotTests {
             #expect(applied == 51)
             let summary = try StateSnapshot.validate(dump, maxKeySize: source.environment.maxKeySize)
             #expect(summary.appliedIndex == 51)
-            #expect(summary.databases == ["catalog_nodes", "kv", "kv_tombstones", "meta"])
+            // Every table StateStore opens (KV and catalog), found by listing, in byte order.
+            #expect(summary.databases == ["catalog_checks", "catalog_node_ids", "catalog_nodes", "catalog_service_instances",
+                                          "catalog_services", "kv", "kv_tombstones", "meta"])
             try withDriver { target in
                 // Older state with a key the source never had: it must disappear.
                 try target.run(.set(key: "stale", value: bytes("x"), flags: 0))
