@@ -24,6 +24,7 @@ public final class Agent: @unchecked Sendable {
     private var server: HTTPServer?
     private var api: HTTPAPI?
     private var gossip: AgentGossip?
+    private var localServices: AgentLocalServices?
     private var signals: [SignalWatcher] = []
     private var dataDir = ""
     private var removeDataDirOnExit = false
@@ -121,6 +122,16 @@ public final class Agent: @unchecked Sendable {
         api.gossip = gossip
         gossip.onUserEvent = { [weak api] in api?.blocking.notifyUserEvent() }
         self.api = api
+        let localServices = AgentLocalServices(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir,
+                                               advertiseAddress: gossip.lan.map { AgentGossip.host(of: $0.advertiseAddress) } ?? config.bindAddr)
+        localServices.clusterSize = { [weak gossip] in max(1, gossip?.lan?.members.count ?? 1) }
+        try localServices.load(config: config)
+        api.localState = localServices.state
+        self.localServices = localServices
+        // ANTI-ENTROPY HOOK: set `localServices.antiEntropy.catalogCall` to a function that sends
+        // the request to a server (the leader applies /v1/catalog/register|deregister through Raft;
+        // clients forward) once the catalog endpoints exist. Until then syncs are skipped.
+        localServices.startSyncing()
         if config.ports.http >= 0 {
             var httpConfig = HTTPServerConfig()
             httpConfig.limits.maxHeaderBytes = config.httpMaxHeaderBytes
@@ -206,6 +217,7 @@ public final class Agent: @unchecked Sendable {
         for watcher in signals { watcher.close() }
         signals = []
         api?.blocking.wakeAll()
+        localServices?.close()
         gossip?.close()
         server?.close()
         server = nil

@@ -57,6 +57,7 @@ extension HTTPAPI {
             guard allow(responder, ["PUT"]) else { return }
             handleForceLeave(responder, node: String(path.dropFirst("/v1/agent/force-leave/".count)))
         default:
+            if handleAgentLocal(responder) { return }
             responder.respond(.text(status: 404, "404 page not found"))
         }
     }

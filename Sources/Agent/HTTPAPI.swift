@@ -28,6 +28,8 @@ final class HTTPAPI {
     var serverPort = 0
     /// The agent's gossip pools (nil only in agents built without them).
     var gossip: AgentGossip?
+    /// The agent's local services and checks (/v1/agent/service*, /v1/agent/check*).
+    var localState: LocalState?
 
     init(config: AgentConfig, nodeID: String, loop: Loop, logger: Logger, requestLeave: @escaping () -> Void) {
         self.config = config

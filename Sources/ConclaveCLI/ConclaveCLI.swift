@@ -19,6 +19,7 @@ public enum ConclaveCLI {
         ("kv", "Interact with the key-value store"),
         ("leave", "Gracefully leaves the cluster and shuts down the agent"),
         ("members", "Lists the members of a Conclave cluster"),
+        ("services", "Interact with services"),
         ("version", "Prints the Conclave version"),
     ]
 
@@ -38,6 +39,7 @@ public enum ConclaveCLI {
         case "keygen": return KeygenCommand.run(rest)
         case "keyring": return KeyringCommand.run(rest)
         case "event": return EventCommand.run(rest)
+        case "services": return ServicesCommands.run(rest)
         case "version", "-version", "--version", "-v":
             print("Conclave v\(ConclaveVersion.version)")
             print("Revision \(ConclaveVersion.revision)")

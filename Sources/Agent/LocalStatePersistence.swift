@@ -1,0 +1,142 @@
+// Services and checks registered through the API survive a restart: each is one JSON file in
+// <data-dir>/services and <data-dir>/checks (as Consul keeps them), written atomically (temp
+// file, fsync, rename) on a serial queue off the loop, in the order the changes happened.
+import Foundation
+import Glibc
+import Logging
+
+final class LocalStatePersistence: @unchecked Sendable {
+    // Immutable after init; file writes happen only on `queue`, in submission order.
+    let servicesDir: String
+    let checksDir: String
+    private let queue = DispatchQueue(label: "conclave.local-state-persist")
+    private let logger = Logger(label: "agent.local")
+
+    init(dataDir: String) {
+        servicesDir = dataDir + "/services"
+        checksDir = dataDir + "/checks"
+    }
+
+    /// IDs may hold any character ("web/1", "../x"): the file name is the ID percent-encoded
+    /// to [A-Za-z0-9-_.], so it can never leave its folder.
+    static func fileName(for id: String) -> String {
+        var out = ""
+        for byte in id.utf8 {
+            let c = Character(UnicodeScalar(byte))
+            if c.isASCII && (c.isLetter || c.isNumber || c == "-" || c == "_") {
+                out.append(c)
+            } else {
+                out += String(format: "%%%02X", byte)
+            }
+        }
+        return out + ".json"
+    }
+
+    func saveService(_ service: ServiceDefinition) {
+        write(["Service": LocalDefinitions.registerJSON(service)], to: servicesDir, id: service.id)
+    }
+
+    func removeService(_ id: String) { remove(from: servicesDir, id: id) }
+
+    func saveCheck(_ state: CheckState) {
+        var check = LocalDefinitions.registerJSON(state.definition)
+        // The status at save time is where the check starts after a restart (Consul keeps TTL
+        // state the same way), so a passing TTL check does not flap critical on restart.
+        check["Status"] = state.status.rawValue
+        check["Output"] = state.output
+        write(["Check": check], to: checksDir, id: state.definition.id)
+    }
+
+    func removeCheck(_ id: String) { remove(from: checksDir, id: id) }
+
+    /// Blocks until every queued write is on disk (shutdown and tests).
+    func flush() { queue.sync {} }
+
+    private func write(_ object: [String: Any], to dir: String, id: String) {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+        let path = dir + "/" + Self.fileName(for: id)
+        let logger = self.logger
+        queue.async {
+            do {
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                try Self.atomicWrite(data, to: path)
+            } catch {
+                logger.error("failed to persist local definition", metadata: ["path": "\(path)", "error": "\(error)"])
+            }
+        }
+    }
+
+    private func remove(from dir: String, id: String) {
+        let path = dir + "/" + Self.fileName(for: id)
+        queue.async { _ = unlink(path) }
+    }
+
+    static func atomicWrite(_ data: Data, to path: String) throws {
+        let temp = path + ".tmp"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw PersistError("open \(temp): \(String(cString: strerror(errno)))") }
+        let ok = data.withUnsafeBytes { raw -> Bool in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 { if errno == EINTR { continue }; return false }
+                offset += n
+            }
+            return fsync(fd) == 0
+        }
+        close(fd)
+        guard ok else { unlink(temp); throw PersistError("write \(temp): \(String(cString: strerror(errno)))") }
+        guard rename(temp, path) == 0 else { throw PersistError("rename \(temp): \(String(cString: strerror(errno)))") }
+    }
+
+    struct PersistError: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// Everything persisted: services, then checks with their saved status. Unreadable files
+    /// are skipped with a warning rather than stopping the agent.
+    func load() -> (services: [(ServiceDefinition, [CheckDefinition])], checks: [(CheckDefinition, CheckStatus?, String?)]) {
+        var services: [(ServiceDefinition, [CheckDefinition])] = []
+        var checks: [(CheckDefinition, CheckStatus?, String?)] = []
+        for (path, object) in Self.readObjects(in: servicesDir, logger: logger) {
+            guard let service = object["Service"] as? [String: Any] else { continue }
+            do { services.append(try LocalDefinitions.service(from: service)) } catch {
+                logger.warning("skipping persisted service", metadata: ["path": "\(path)", "error": "\(error)"])
+            }
+        }
+        for (path, object) in Self.readObjects(in: checksDir, logger: logger) {
+            guard let check = object["Check"] as? [String: Any] else { continue }
+            if let id = check["CheckID"] as? String, id == LocalState.nodeMaintenanceCheckID || id.hasPrefix("_service_maintenance:") {
+                // Maintenance checks have no TTL to validate: restored as they were.
+                var definition = CheckDefinition(id: id, name: check["Name"] as? String ?? "", kind: .ttl(milliseconds: 0))
+                definition.notes = check["Notes"] as? String ?? ""
+                definition.serviceID = check["ServiceID"] as? String ?? ""
+                checks.append((definition, .critical, ""))
+                continue
+            }
+            do {
+                let definition = try LocalDefinitions.check(from: check, requireName: false)
+                checks.append((definition, (check["Status"] as? String).flatMap(CheckStatus.init(rawValue:)), check["Output"] as? String))
+            } catch {
+                logger.warning("skipping persisted check", metadata: ["path": "\(path)", "error": "\(error)"])
+            }
+        }
+        return (services, checks)
+    }
+
+    private static func readObjects(in dir: String, logger: Logger) -> [(String, [String: Any])] {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return [] }
+        var out: [(String, [String: Any])] = []
+        for name in names.sorted() where name.hasSuffix(".json") {
+            let path = dir + "/" + name
+            guard let data = FileManager.default.contents(atPath: path),
+                  let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                logger.warning("skipping unreadable persisted definition", metadata: ["path": "\(path)"])
+                continue
+            }
+            out.append((path, object))
+        }
+        return out
+    }
+}
