@@ -9,7 +9,7 @@ struct ServicesCLITests {
     private func agentArguments(_ dir: String, extra: [String] = []) -> [String] {
         ["agent", "-server", "-bootstrap", "-server-port", "0", "-node", "proc-node", "-data-dir", dir,
          "-client", "127.0.0.1", "-bind", "127.0.0.1", "-http-port", "0", "-dns-port", "-1",
-         "-serf-lan-port", "0", "-serf-wan-port", "0", "-log-level", "warn"] + extra
+         "-serf-lan-port", "0", "-serf-wan-port", "0", "-log-level", "info"] + extra
     }
 
     private func services(_ agent: AgentProcess) throws -> [String: [String: Any]] {
