@@ -75,8 +75,10 @@ public final class HTTPResponseDecoder {
         _ = withUnsafePointer(to: responseDecoderSettings) { settings in
             http_parser_execute(parser, settings, nil, 0)
         }
-        if case .needMore = outcome(leftover: 0) { return .failed("connection closed before the response ended") }
-        return outcome(leftover: 0)
+        // outcome() hands a completed response out once: ask it once.
+        let result = outcome(leftover: 0)
+        if case .needMore = result { return .failed("connection closed before the response ended") }
+        return result
     }
 
     private func outcome(leftover: Int) -> Outcome {
