@@ -57,6 +57,11 @@ public struct AgentConfig: Sendable, Equatable {
     /// `service` / `services` / `check` / `checks` definitions from config files (see LocalDefinitions).
     var localServices: [ConfigServiceEntry] = []
     var localChecks: [CheckDefinition] = []
+    /// Consul's floors (agent/checks MinInterval, and the 1 minute minimum and 30 s reaper of
+    /// DeregisterCriticalServiceAfter). Not config keys: tests lower them to run quickly.
+    var minimumCheckIntervalMilliseconds: UInt64 = 1_000
+    var minimumDeregisterCriticalMilliseconds: UInt64 = 60_000
+    var criticalReapIntervalMilliseconds: UInt64 = 30_000
 
     public init() {}
 

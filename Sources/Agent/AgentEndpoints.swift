@@ -111,7 +111,7 @@ extension HTTPAPI {
                 "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
             ] as [String: Any],
             "Stats": [
-                "agent": ["checks": "0", "services": "0"],
+                "agent": ["checks": String(localState?.checks.count ?? 0), "services": String(localState?.services.count ?? 0)],
                 "build": ["version": ConclaveVersion.version, "revision": ConclaveVersion.revision, "prerelease": ""],
                 "consul": [
                     "server": String(config.server),

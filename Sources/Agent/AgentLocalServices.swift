@@ -21,6 +21,9 @@ final class AgentLocalServices {
         self.loop = loop
         state = LocalState(loop: loop, nodeName: config.nodeName, datacenter: config.datacenter,
                            enableScriptChecks: config.enableScriptChecks)
+        state.minimumCheckIntervalMilliseconds = config.minimumCheckIntervalMilliseconds
+        state.minimumDeregisterCriticalMilliseconds = config.minimumDeregisterCriticalMilliseconds
+        state.reapIntervalMilliseconds = config.criticalReapIntervalMilliseconds
         persistence = LocalStatePersistence(dataDir: dataDir)
         antiEntropy = AntiEntropy(nodeName: config.nodeName, nodeID: nodeID, address: advertiseAddress, datacenter: config.datacenter)
         antiEntropy.localSnapshot = { [weak state] in (state?.services ?? [:], state?.checks ?? [:]) }

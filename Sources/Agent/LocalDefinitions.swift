@@ -53,7 +53,7 @@ struct CheckDefinition: Equatable, Sendable {
     var initialOutput = ""
     var successBeforePassing = 0
     var failuresBeforeCritical = 0
-    /// 0: never. Consul's minimum is 1 minute; we keep what is given (tests use less).
+    /// 0: never. Raised to Consul's 1 minute minimum when the check is added.
     var deregisterCriticalServiceAfterMilliseconds: UInt64 = 0
 }
 

@@ -38,9 +38,12 @@ final class LocalState {
     /// Status or output of a check changed (not its definition).
     var onCheckStatusChanged: ((_ id: String, _ statusChanged: Bool) -> Void)?
 
-    /// How often critical checks are examined for DeregisterCriticalServiceAfter (Consul: 30 s;
-    /// shorter here so short test values act promptly at negligible cost).
-    var reapIntervalMilliseconds: UInt64 = 1_000
+    /// How often critical checks are examined for DeregisterCriticalServiceAfter (Consul: 30 s).
+    var reapIntervalMilliseconds: UInt64 = 30_000
+    /// Consul runs interval checks at least 1 s apart (shorter intervals are raised, with a warning).
+    var minimumCheckIntervalMilliseconds: UInt64 = 1_000
+    /// Consul's minimum DeregisterCriticalServiceAfter is 1 minute.
+    var minimumDeregisterCriticalMilliseconds: UInt64 = 60_000
 
     init(loop: Loop, nodeName: String, datacenter: String, enableScriptChecks: Bool) {
         self.loop = loop
@@ -91,6 +94,14 @@ final class LocalState {
     /// Adds or replaces a check and starts its monitor. A replaced check keeps its status.
     func addCheck(_ check: CheckDefinition, source: DefinitionSource, status: CheckStatus? = nil, output: String? = nil) throws(DefinitionError) {
         try validateRunnable(check)
+        var check = check
+        if check.intervalMilliseconds > 0 && check.intervalMilliseconds < minimumCheckIntervalMilliseconds {
+            logger.warning("check has too low an interval; raised", metadata: ["check": "\(check.id)", "interval": "\(minimumCheckIntervalMilliseconds)ms"])
+            check.intervalMilliseconds = minimumCheckIntervalMilliseconds
+        }
+        if check.deregisterCriticalServiceAfterMilliseconds > 0 && check.deregisterCriticalServiceAfterMilliseconds < minimumDeregisterCriticalMilliseconds {
+            check.deregisterCriticalServiceAfterMilliseconds = minimumDeregisterCriticalMilliseconds
+        }
         monitors.removeValue(forKey: check.id)?.stop()
         let previous = checks[check.id]
         let initialStatus = status ?? (previous?.definition == check ? previous!.status : check.initialStatus)
@@ -274,8 +285,8 @@ final class CheckMonitor {
         case .ttl(let ms):
             if ms > 0 { armTTL(ms) }
         default:
-            // Consul staggers the first run over the interval so checks registered together
-            // do not all fire together.
+            // The first run is staggered (within half the interval, at most 500 ms, so a new
+            // check reports promptly) so checks registered together do not fire together.
             let interval = max(definition.intervalMilliseconds, 1)
             let timer = LoopTimer(loop: loop)
             self.timer = timer

@@ -49,6 +49,17 @@ private final class ServerBox: @unchecked Sendable { var server: HTTPServer?; va
 
 @Suite("Health check runners")
 struct CheckRunnerTests {
+    /// An agent with Consul's floors (1 s interval, 1 min DeregisterCriticalServiceAfter, 30 s
+    /// reaper) lowered so the runners can be observed in a fraction of a second.
+    func fastAgent(scripts: Bool = false) throws -> TestAgent {
+        try TestAgent {
+            $0.minimumCheckIntervalMilliseconds = 0
+            $0.minimumDeregisterCriticalMilliseconds = 0
+            $0.criticalReapIntervalMilliseconds = 100
+            $0.enableScriptChecks = scripts
+        }
+    }
+
     func waitForStatus(_ agent: TestAgent, _ id: String, _ status: String, seconds: Double = 20) throws -> [String: Any] {
         var last: [String: Any]?
         let ok = try eventually(seconds) {
@@ -62,7 +73,7 @@ struct CheckRunnerTests {
     @Test func httpChecksMapStatusCodesLikeConsul() throws {
         let target = try CheckTargetServer()
         defer { target.stop() }
-        let agent = try TestAgent()
+        let agent = try fastAgent()
         defer { agent.stop() }
         let base = "http://127.0.0.1:\(target.port)"
         for (name, path) in [("ok", "/ok"), ("busy", "/busy"), ("fail", "/fail"), ("big", "/big")] {
@@ -113,7 +124,7 @@ struct CheckRunnerTests {
     }
 
     @Test func httpCheckAgainstAClosedPortIsCriticalWithGosWording() throws {
-        let agent = try TestAgent()
+        let agent = try fastAgent()
         defer { agent.stop() }
         #expect(try agent.put("/v1/agent/check/register", #"{"Name":"down","HTTP":"http://127.0.0.1:1/","Interval":"200ms","Status":"passing"}"#).status == 200)
         let check = try waitForStatus(agent, "down", "critical")
@@ -123,7 +134,7 @@ struct CheckRunnerTests {
     @Test func httpCheckThatNeverAnswersTimesOut() throws {
         let target = try CheckTargetServer()
         defer { target.stop() }
-        let agent = try TestAgent()
+        let agent = try fastAgent()
         defer { agent.stop() }
         let body = #"{"Name":"slow","HTTP":"http://127.0.0.1:\#(target.port)/slow","Interval":"1s","Timeout":"300ms","Status":"passing"}"#
         #expect(try agent.put("/v1/agent/check/register", body).status == 200)
@@ -134,7 +145,7 @@ struct CheckRunnerTests {
     @Test func tcpChecksPassOnConnectAndFailOnAClosedPort() throws {
         let target = try CheckTargetServer()
         defer { target.stop() }
-        let agent = try TestAgent()
+        let agent = try fastAgent()
         defer { agent.stop() }
         #expect(try agent.put("/v1/agent/check/register", #"{"Name":"up","TCP":"127.0.0.1:\#(target.port)","Interval":"200ms"}"#).status == 200)
         #expect(try agent.put("/v1/agent/check/register", #"{"Name":"closed","TCP":"127.0.0.1:1","Interval":"200ms","Status":"passing"}"#).status == 200)
@@ -146,7 +157,7 @@ struct CheckRunnerTests {
     }
 
     @Test func scriptChecksMapExitCodes() throws {
-        let agent = try TestAgent { $0.enableScriptChecks = true }
+        let agent = try fastAgent(scripts: true)
         defer { agent.stop() }
         let scripts = [("zero", "echo fine; exit 0"), ("one", "echo meh >&2; exit 1"), ("two", "exit 2")]
         for (name, script) in scripts {
@@ -159,7 +170,7 @@ struct CheckRunnerTests {
     }
 
     @Test func scriptChecksPastTheirTimeoutAreKilledAndCritical() throws {
-        let agent = try TestAgent { $0.enableScriptChecks = true }
+        let agent = try fastAgent(scripts: true)
         defer { agent.stop() }
         let body = #"{"Name":"hang","Args":["sleep","30"],"Interval":"1s","Timeout":"300ms","Status":"passing"}"#
         #expect(try agent.put("/v1/agent/check/register", body).status == 200)
@@ -167,7 +178,7 @@ struct CheckRunnerTests {
     }
 
     @Test func ttlCheckExpiresToCriticalWithConsulsOutput() throws {
-        let agent = try TestAgent()
+        let agent = try fastAgent()
         defer { agent.stop() }
         #expect(try agent.put("/v1/agent/check/register", #"{"Name":"beat","TTL":"400ms"}"#).status == 200)
         #expect(try agent.request("PUT", "/v1/agent/check/pass/beat").status == 200)
@@ -198,7 +209,7 @@ struct CheckRunnerTests {
     }
 
     @Test func serviceCriticalLongerThanDeregisterCriticalServiceAfterIsRemoved() throws {
-        let agent = try TestAgent()
+        let agent = try fastAgent()
         defer { agent.stop() }
         let body = #"{"Name":"flaky","Check":{"TTL":"200ms","DeregisterCriticalServiceAfter":"300ms"}}"#
         #expect(try agent.put("/v1/agent/service/register", body).status == 200)

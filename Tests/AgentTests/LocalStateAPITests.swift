@@ -209,6 +209,17 @@ struct LocalStateAPITests {
         #expect(response.text.hasPrefix(message), "\(response.text)")
     }
 
+    @Test func intervalsBelowConsulsMinimumAreRaisedToOneSecond() throws {
+        let agent = try TestAgent()
+        defer { agent.stop() }
+        let body = #"{"Name":"fast","TCP":"127.0.0.1:1","Interval":"100ms","Timeout":"2s","Check":{}}"#
+        #expect(try agent.put("/v1/agent/check/register", body).status == 200)
+        let check = try #require(try agent.check("fast"))
+        #expect(check["Interval"] as? String == "1s")
+        #expect(check["Timeout"] as? String == "2s")
+        #expect((check["Definition"] as? [String: Any])?["TCP"] as? String == "127.0.0.1:1")
+    }
+
     @Test func ttlUpdatesOnNonTTLChecksAreRefused() throws {
         let agent = try TestAgent()
         defer { agent.stop() }
@@ -315,4 +326,15 @@ struct LocalStateAPITests {
 import Agent
 enum AgentConfigForTests {
     static func make() -> AgentConfig { AgentConfig() }
+}
+
+@Suite("Agent self counts local state")
+struct AgentSelfLocalCountsTests {
+    @Test func statsAgentCountsServicesAndChecks() throws {
+        let agent = try TestAgent()
+        defer { agent.stop() }
+        #expect(try agent.put("/v1/agent/service/register", #"{"Name":"web","Check":{"TTL":"1h"}}"#).status == 200)
+        let stats = (try agent.request("GET", "/v1/agent/self").json as? [String: Any])?["Stats"] as? [String: Any]
+        #expect(stats?["agent"] as? [String: String] == ["checks": "1", "services": "1"])
+    }
 }
