@@ -128,9 +128,9 @@ public final class Agent: @unchecked Sendable {
         try localServices.load(config: config)
         api.localState = localServices.state
         self.localServices = localServices
-        // ANTI-ENTROPY HOOK: set `localServices.antiEntropy.catalogCall` to a function that sends
-        // the request to a server (the leader applies /v1/catalog/register|deregister through Raft;
-        // clients forward) once the catalog endpoints exist. Until then syncs are skipped.
+        // ANTI-ENTROPY HOOK: once the catalog endpoints exist, call `connectAntiEntropy(_:)` here
+        // with a function that sends the request to a server (the leader applies
+        // /v1/catalog/register|deregister through Raft; clients forward). Until then syncs are skipped.
         localServices.startSyncing()
         if config.ports.http >= 0 {
             var httpConfig = HTTPServerConfig()
@@ -175,6 +175,15 @@ public final class Agent: @unchecked Sendable {
             }
         }
         joined.wait()
+    }
+
+    /// ANTI-ENTROPY HOOK: how this agent's services and checks reach the catalog (see
+    /// `AntiEntropy`). Any thread; `call` itself runs on the loop thread and must complete there.
+    /// Starts a full sync at once (Consul syncs fully when it finds a server), then partial syncs
+    /// on each local change and full ones on the scaled, jittered interval.
+    func connectAntiEntropy(_ call: @escaping CatalogCall) {
+        let box = LoopBox(call)
+        loop.execute { [weak self] in self?.localServices?.connect(catalogCall: box.value) }
     }
 
     private let serversLock = NSLock()

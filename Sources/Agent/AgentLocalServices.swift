@@ -110,6 +110,12 @@ final class AgentLocalServices {
         }
     }
 
+    /// Sets how requests reach the catalog and syncs fully at once.
+    func connect(catalogCall: @escaping CatalogCall) {
+        antiEntropy.catalogCall = catalogCall
+        scheduleFullSync(afterMilliseconds: 0)
+    }
+
     /// A local change: one partial sync on the next loop turn covers every change made before it.
     private func localChanged() {
         guard antiEntropy.catalogCall != nil, !partialSyncPending else { return }
