@@ -261,63 +261,149 @@ enum CheckProbes {
 
     // MARK: Script
 
+    /// How often a running script's pipe and exit status are polled. Foundation's Process is
+    /// not used: on Linux it reports an exit only once the output pipe closes, so a script
+    /// that leaves a background child behind would hang its check.
+    static let scriptPollMilliseconds: UInt64 = 20
+
     /// Consul's script check: exit 0 passing, 1 warning, anything else critical; the output is
-    /// stdout and stderr together. A script past its timeout is killed and critical.
+    /// stdout and stderr together. The script runs in its own process group (spawned with
+    /// posix_spawnp, PATH lookup as Go's exec.Command); past its timeout the whole group is
+    /// killed and the check is critical. Nothing here blocks the loop: the pipe is non-blocking
+    /// and the exit is collected with waitpid(WNOHANG) from a loop timer.
     static func script(loop: Loop, args: [String], timeoutMilliseconds: UInt64, completion: @escaping ProbeCompletion) {
-        guard let executable = args.first else { completion(.critical, "no script arguments"); return }
-        let process = Process()
-        if executable.contains("/") {
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = Array(args.dropFirst())
-        } else {
-            // Go's exec.Command looks the name up on PATH; /usr/bin/env does the same.
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = args
-        }
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        let collected = BoundedOutput(limit: checkOutputMaxBytes)
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            if chunk.isEmpty { handle.readabilityHandler = nil } else { collected.append(chunk) }
-        }
-        let box = LoopBox(completion)
-        let state = ScriptState()
-        let reader = PipeReader(output.fileHandleForReading)
-        process.terminationHandler = { finished in
-            // Runs on Foundation's reaper thread: collect the rest of the output, then report on the loop.
-            reader.value.readabilityHandler = nil
-            if let rest = try? reader.value.readToEnd() { collected.append(rest) }
-            let code = finished.terminationStatus
-            let signalled = finished.terminationReason == .uncaughtSignal
-            loop.execute {
-                let completion = box.value
-                let text = truncatedCheckOutput(collected.bytes) + (collected.dropped > 0 ? " ... (captured \(checkOutputMaxBytes) of \(checkOutputMaxBytes + collected.dropped) bytes)" : "")
-                if state.timedOut {
-                    completion(.critical, "Timed out (\(LocalDefinitions.goDuration(milliseconds: timeoutMilliseconds))) running check")
-                } else if signalled {
-                    completion(.critical, text.isEmpty ? "signal: \(code)" : text)
-                } else {
-                    completion(code == 0 ? .passing : code == 1 ? .warning : .critical, text)
-                }
-                state.timer?.close()
-            }
-        }
-        do { try process.run() } catch {
-            output.fileHandleForReading.readabilityHandler = nil
-            completion(.critical, "Failed to start check: \(error.localizedDescription)")
+        guard !args.isEmpty else { completion(.critical, "no script arguments"); return }
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else {
+            completion(.critical, "Failed to start check: pipe: \(String(cString: strerror(errno)))")
             return
         }
-        let pid = process.processIdentifier
-        let timer = LoopTimer(loop: loop)
-        state.timer = timer
-        timer.start(afterMilliseconds: timeoutMilliseconds) {
-            timer.close()
-            state.timedOut = true
-            kill(pid, SIGKILL)
+        // Close-on-exec so scripts spawned by other checks do not inherit this pipe (the
+        // child's ends are dup2'd below, which clears the flag on 1 and 2).
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGHUP] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var argv: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let status = posix_spawnp(&pid, args[0], &actions, &attributes, &argv, environ)
+        close(fds[1])
+        guard status == 0 else {
+            close(fds[0])
+            completion(.critical, "Failed to start check: exec: \"\(args[0])\": \(String(cString: strerror(status)))")
+            return
         }
+        _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
+        ScriptRun(loop: loop, pid: pid, outputFD: fds[0], timeoutMilliseconds: timeoutMilliseconds, completion: completion).start()
+    }
+}
+
+/// One running script: polls its output pipe and exit status on the loop until it exits.
+private final class ScriptRun {
+    let loop: Loop
+    let pid: pid_t
+    let outputFD: Int32
+    let timeoutMilliseconds: UInt64
+    var completion: ProbeCompletion?
+    let timer: LoopTimer
+    let deadline: UInt64
+    var output: [UInt8] = []
+    var dropped = 0
+    var timedOut = false
+
+    init(loop: Loop, pid: pid_t, outputFD: Int32, timeoutMilliseconds: UInt64, completion: @escaping ProbeCompletion) {
+        self.loop = loop
+        self.pid = pid
+        self.outputFD = outputFD
+        self.timeoutMilliseconds = timeoutMilliseconds
+        self.completion = completion
+        timer = LoopTimer(loop: loop)
+        deadline = loop.nowMilliseconds + timeoutMilliseconds
+    }
+
+    func start() {
+        // The timer's closure keeps this run alive until it finishes.
+        timer.start(afterMilliseconds: CheckProbes.scriptPollMilliseconds, repeatMilliseconds: CheckProbes.scriptPollMilliseconds) { [self] in
+            poll()
+        }
+        loop.addShutdownHook { [weak self] in self?.abandon() }
+    }
+
+    private func drain() {
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(outputFD, $0.baseAddress, $0.count) }
+            if n > 0 {
+                let room = max(0, checkOutputMaxBytes - output.count)
+                output.append(contentsOf: chunk[0..<min(n, room)])
+                dropped += max(0, n - room)
+                continue
+            }
+            if n < 0 && errno == EINTR { continue }
+            return  // EAGAIN (nothing buffered) or EOF
+        }
+    }
+
+    private func poll() {
+        guard completion != nil else { return }
+        drain()
+        var status: Int32 = 0
+        let reaped = waitpid(pid, &status, WNOHANG)
+        if reaped == pid || (reaped < 0 && errno == ECHILD) {
+            drain()
+            finish(status: status, reaped: reaped == pid)
+            return
+        }
+        if !timedOut && loop.nowMilliseconds >= deadline {
+            timedOut = true
+            kill(-pid, SIGKILL)  // the script's whole process group, as Consul does
+        }
+    }
+
+    private func finish(status: Int32, reaped: Bool) {
+        timer.close()
+        close(outputFD)
+        guard let completion else { return }
+        self.completion = nil
+        var text = String(decoding: output, as: UTF8.self)
+        if dropped > 0 { text += " ... (captured \(checkOutputMaxBytes) of \(checkOutputMaxBytes + dropped) bytes)" }
+        let exited = (status & 0x7f) == 0
+        let code = (status >> 8) & 0xff
+        if timedOut {
+            completion(.critical, "Timed out (\(LocalDefinitions.goDuration(milliseconds: timeoutMilliseconds))) running check")
+        } else if !reaped {
+            completion(.critical, text.isEmpty ? "script exit status unknown" : text)
+        } else if !exited {
+            completion(.critical, text.isEmpty ? "signal: \(status & 0x7f)" : text)
+        } else {
+            completion(code == 0 ? .passing : code == 1 ? .warning : .critical, text)
+        }
+    }
+
+    /// The agent is stopping: kill the script rather than leave it behind, and reap it.
+    private func abandon() {
+        guard completion != nil else { return }
+        completion = nil
+        kill(-pid, SIGKILL)
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, 0)  // SIGKILLed: returns at once
+        close(outputFD)
     }
 }
 
@@ -343,36 +429,4 @@ final class Once {
 final class LoopBox<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
-}
-
-/// The read end of a script's output pipe, used by the reaper thread once the process exited
-/// (the readability handler is cleared first, so only that thread reads it then).
-private final class PipeReader: @unchecked Sendable {
-    let value: FileHandle
-    init(_ value: FileHandle) { self.value = value }
-}
-
-/// A script run's loop-side state; touched only on the loop thread.
-private final class ScriptState: @unchecked Sendable {
-    var timedOut = false
-    var timer: LoopTimer?
-}
-
-/// Output collected from a pipe's reader thread and read once the process has exited.
-private final class BoundedOutput: @unchecked Sendable {
-    // Guarded by `lock`.
-    private let lock = NSLock()
-    private var data: [UInt8] = []
-    private var droppedCount = 0
-    private let limit: Int
-    init(limit: Int) { self.limit = limit }
-    func append(_ chunk: Data) {
-        lock.withLock {
-            let room = max(0, limit - data.count)
-            data.append(contentsOf: chunk.prefix(room))
-            droppedCount += max(0, chunk.count - room)
-        }
-    }
-    var bytes: [UInt8] { lock.withLock { data } }
-    var dropped: Int { lock.withLock { droppedCount } }
 }

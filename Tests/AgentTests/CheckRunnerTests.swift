@@ -177,6 +177,15 @@ struct CheckRunnerTests {
         #expect(try waitForStatus(agent, "hang", "critical")["Output"] as? String == "Timed out (300ms) running check")
     }
 
+    @Test func aScriptThatLeavesAChildHoldingItsOutputStillReports() throws {
+        let agent = try fastAgent(scripts: true)
+        defer { agent.stop() }
+        let body = #"{"Name":"bg","Args":["/bin/sh","-c","sleep 3 & echo started; exit 1"],"Interval":"1s","Timeout":"5s"}"#
+        #expect(try agent.put("/v1/agent/check/register", body).status == 200)
+        let check = try waitForStatus(agent, "bg", "warning", seconds: 10)
+        #expect(check["Output"] as? String == "started\n")
+    }
+
     @Test func ttlCheckExpiresToCriticalWithConsulsOutput() throws {
         let agent = try fastAgent()
         defer { agent.stop() }
