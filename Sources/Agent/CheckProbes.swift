@@ -271,12 +271,13 @@ enum CheckProbes {
     /// posix_spawnp, PATH lookup as Go's exec.Command); past its timeout the whole group is
     /// killed and the check is critical. Nothing here blocks the loop: the pipe is non-blocking
     /// and the exit is collected with waitpid(WNOHANG) from a loop timer.
-    static func script(loop: Loop, args: [String], timeoutMilliseconds: UInt64, completion: @escaping ProbeCompletion) {
-        guard !args.isEmpty else { completion(.critical, "no script arguments"); return }
+    @discardableResult
+    static func script(loop: Loop, args: [String], timeoutMilliseconds: UInt64, completion: @escaping ProbeCompletion) -> ScriptRun? {
+        guard !args.isEmpty else { completion(.critical, "no script arguments"); return nil }
         var fds: [Int32] = [-1, -1]
         guard pipe(&fds) == 0 else {
             completion(.critical, "Failed to start check: pipe: \(String(cString: strerror(errno)))")
-            return
+            return nil
         }
         // Close-on-exec so scripts spawned by other checks do not inherit this pipe (the
         // child's ends are dup2'd below, which clears the flag on 1 and 2).
@@ -307,15 +308,18 @@ enum CheckProbes {
         guard status == 0 else {
             close(fds[0])
             completion(.critical, "Failed to start check: exec: \"\(args[0])\": \(String(cString: strerror(status)))")
-            return
+            return nil
         }
         _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
-        ScriptRun(loop: loop, pid: pid, outputFD: fds[0], timeoutMilliseconds: timeoutMilliseconds, completion: completion).start()
+        let run = ScriptRun(loop: loop, pid: pid, outputFD: fds[0], timeoutMilliseconds: timeoutMilliseconds, completion: completion)
+        run.start()
+        return run
     }
 }
 
 /// One running script: polls its output pipe and exit status on the loop until it exits.
-private final class ScriptRun {
+/// Its check's monitor cancels it when the check is removed or the agent stops.
+final class ScriptRun {
     let loop: Loop
     let pid: pid_t
     let outputFD: Int32
@@ -342,7 +346,6 @@ private final class ScriptRun {
         timer.start(afterMilliseconds: CheckProbes.scriptPollMilliseconds, repeatMilliseconds: CheckProbes.scriptPollMilliseconds) { [self] in
             poll()
         }
-        loop.addShutdownHook { [weak self] in self?.abandon() }
     }
 
     private func drain() {
@@ -396,10 +399,12 @@ private final class ScriptRun {
         }
     }
 
-    /// The agent is stopping: kill the script rather than leave it behind, and reap it.
-    private func abandon() {
+    /// The check is gone or the agent is stopping: kill the script rather than leave it behind,
+    /// and reap it. Its completion does not run.
+    func cancel() {
         guard completion != nil else { return }
         completion = nil
+        timer.close()
         kill(-pid, SIGKILL)
         var status: Int32 = 0
         _ = waitpid(pid, &status, 0)  // SIGKILLed: returns at once

@@ -273,6 +273,7 @@ final class CheckMonitor {
     private var stopped = false
     private var consecutiveSuccesses = 0
     private var consecutiveFailures = 0
+    private var runningScript: ScriptRun?
 
     init(loop: Loop, definition: CheckDefinition, report: @escaping (CheckStatus, String) -> Void) {
         self.loop = loop
@@ -299,6 +300,8 @@ final class CheckMonitor {
         stopped = true
         timer?.close()
         timer = nil
+        runningScript?.cancel()
+        runningScript = nil
     }
 
     /// A TTL update arrived: the check has another TTL before it expires.
@@ -322,6 +325,7 @@ final class CheckMonitor {
         let done: ProbeCompletion = { [weak self] status, output in
             guard let self else { return }
             self.running = false
+            self.runningScript = nil
             guard !self.stopped else { return }
             self.record(status, output)
         }
@@ -333,7 +337,8 @@ final class CheckMonitor {
             CheckProbes.http(loop: loop, url: url, method: method, header: header, body: body,
                              timeoutMilliseconds: definition.timeoutMilliseconds, completion: done)
         case .script(let args):
-            CheckProbes.script(loop: loop, args: args, timeoutMilliseconds: definition.timeoutMilliseconds, completion: done)
+            let run = CheckProbes.script(loop: loop, args: args, timeoutMilliseconds: definition.timeoutMilliseconds, completion: done)
+            if running { runningScript = run }  // not when it failed to start (done already ran)
         }
     }
 

@@ -186,6 +186,24 @@ struct CheckRunnerTests {
         #expect(check["Output"] as? String == "started\n")
     }
 
+    @Test func deregisteringACheckKillsItsRunningScript() throws {
+        let agent = try fastAgent(scripts: true)
+        defer { agent.stop() }
+        let pidFile = NSTemporaryDirectory() + "/conclave-script-pid-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: pidFile) }
+        let body = #"{"Name":"long","Args":["/bin/sh","-c","echo $$ > \#(pidFile); exec sleep 30"],"Interval":"1m","Timeout":"1m"}"#
+        #expect(try agent.put("/v1/agent/check/register", body).status == 200)
+        var pid: pid_t = 0
+        #expect(eventually(10) {
+            pid = pid_t((try? String(contentsOfFile: pidFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+            return pid > 0
+        })
+        #expect(kill(pid, 0) == 0)
+        #expect(try agent.request("PUT", "/v1/agent/check/deregister/long").status == 200)
+        // Killed and reaped by the agent: the pid no longer exists.
+        #expect(eventually(10) { kill(pid, 0) != 0 })
+    }
+
     @Test func ttlCheckExpiresToCriticalWithConsulsOutput() throws {
         let agent = try fastAgent()
         defer { agent.stop() }
