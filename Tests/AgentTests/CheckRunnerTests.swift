@@ -253,3 +253,20 @@ struct CheckRunnerTests {
         #expect(!out.contains("\u{FFFD}"))
     }
 }
+
+@Suite("Health check runners: names")
+struct CheckRunnerNameTests {
+    @Test func tcpAndHTTPChecksResolveHostNames() throws {
+        let target = try CheckTargetServer()
+        defer { target.stop() }
+        let agent = try TestAgent { $0.minimumCheckIntervalMilliseconds = 0 }
+        defer { agent.stop() }
+        // "localhost" connects on the loop; other names resolve off the loop (getaddrinfo) and
+        // report Go's lookup error when they do not resolve.
+        #expect(try agent.put("/v1/agent/check/register", #"{"Name":"lh","HTTP":"http://localhost:\#(target.port)/ok","Interval":"200ms"}"#).status == 200)
+        #expect(try eventually { try agent.check("lh")?["Status"] as? String == "passing" })
+        #expect(try agent.put("/v1/agent/check/register", #"{"Name":"bad","TCP":"no-such-host.invalid:80","Interval":"200ms","Status":"passing"}"#).status == 200)
+        #expect(try eventually { try agent.check("bad")?["Status"] as? String == "critical" })
+        #expect(try agent.check("bad")?["Output"] as? String == "dial tcp: lookup no-such-host.invalid: no such host")
+    }
+}
