@@ -149,7 +149,8 @@ final class LocalState {
     /// PUT /v1/agent/check/pass|warn|fail|update: only TTL checks take updates (Consul).
     func updateTTL(_ id: String, status: CheckStatus, output: String) throws(TTLUpdateError) {
         guard let monitor = monitors[id] else { throw .unknown }
-        guard case .ttl = monitor.definition.kind else { throw .notTTL }
+        // Maintenance checks are TTL-shaped internally (TTL 0) but take no updates, as in Consul.
+        guard case .ttl(let ms) = monitor.definition.kind, ms > 0 else { throw .notTTL }
         // Consul bounds TTL output like any other check output.
         let bounded = truncatedCheckOutput(Array(output.utf8))
         monitor.ttlUpdated()

@@ -260,6 +260,7 @@ struct LocalStateAPITests {
         #expect(check["Name"] as? String == "Node Maintenance Mode")
         #expect(check["Notes"] as? String == "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.")
         #expect(check["ServiceID"] as? String == "")
+        #expect(try agent.request("PUT", "/v1/agent/check/pass/_node_maintenance").status == 400)
         #expect(try agent.request("PUT", "/v1/agent/maintenance?enable=false").status == 200)
         #expect(try agent.checks().isEmpty)
     }
