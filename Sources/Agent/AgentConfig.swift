@@ -102,6 +102,10 @@ public struct AgentConfig: Sendable, Equatable {
             throw .invalid("ports.\(name) must be -1 (disabled) or 0...65535, got \(port)")
         }
         if kvMaxValueSizeBytes <= 0 { throw .invalid("kv_max_value_size must be positive") }
+        let configChecks = localChecks + localServices.flatMap(\.checks)
+        if !enableScriptChecks, let script = configChecks.first(where: { if case .script = $0.kind { true } else { false } }) {
+            throw .invalid("check \"\(script.id)\" is a script check, but scripts are disabled on this agent; set enable_script_checks (or -enable-script-checks)")
+        }
     }
 
     /// Applies a Consul JSON config file (the keys this agent understands; others are

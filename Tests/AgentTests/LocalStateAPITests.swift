@@ -311,6 +311,18 @@ struct LocalStateAPITests {
         #expect(!FileManager.default.fileExists(atPath: dir + "/data/services/cache.json"))
     }
 
+    @Test func configScriptChecksNeedEnableScriptChecks() throws {
+        let path = NSTemporaryDirectory() + "/conclave-script-config-" + UUID().uuidString + ".json"
+        try #"{"check":{"name":"s","args":["true"],"interval":"10s"}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var config = AgentConfigForTests.make()
+        config.dataDir = "/tmp/unused"
+        try config.apply(jsonFile: path)
+        #expect(throws: AgentConfigError.self) { try config.validate() }
+        config.enableScriptChecks = true
+        try config.validate()
+    }
+
     @Test func badConfigDefinitionsAreRejectedWithTheFileName() throws {
         let path = NSTemporaryDirectory() + "/conclave-bad-service-" + UUID().uuidString + ".json"
         try #"{"service":{"port":1}}"#.write(toFile: path, atomically: true, encoding: .utf8)
