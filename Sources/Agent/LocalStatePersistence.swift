@@ -6,7 +6,7 @@ import Glibc
 import Logging
 
 final class LocalStatePersistence: @unchecked Sendable {
-    // Immutable after init; file writes happen only on `queue`, in submission order.
+    // Paths are immutable; file writes happen only on `queue`; `pending` is guarded by `lock`.
     let servicesDir: String
     let checksDir: String
     private let queue = DispatchQueue(label: "conclave.local-state-persist")
@@ -49,26 +49,58 @@ final class LocalStatePersistence: @unchecked Sendable {
 
     func removeCheck(_ id: String) { remove(from: checksDir, id: id) }
 
-    /// Blocks until every queued write is on disk (shutdown and tests).
-    func flush() { queue.sync {} }
+    /// Blocks until every queued change is on disk (shutdown and tests).
+    func flush() { queue.sync { drain() } }
 
     private func write(_ object: [String: Any], to dir: String, id: String) {
         guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
-        let path = dir + "/" + Self.fileName(for: id)
-        let logger = self.logger
-        queue.async {
-            do {
-                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-                try Self.atomicWrite(data, to: path)
-            } catch {
-                logger.error("failed to persist local definition", metadata: ["path": "\(path)", "error": "\(error)"])
-            }
-        }
+        enqueue(dir + "/" + Self.fileName(for: id), .write(data))
     }
 
     private func remove(from dir: String, id: String) {
-        let path = dir + "/" + Self.fileName(for: id)
-        queue.async { _ = unlink(path) }
+        enqueue(dir + "/" + Self.fileName(for: id), .remove)
+    }
+
+    private enum PendingChange { case write(Data), remove }
+    // Guarded by `lock`: the latest change per file not yet on disk. Coalescing per file bounds
+    // the backlog by the number of definitions, however fast TTL updates arrive.
+    private let lock = NSLock()
+    private var pending: [String: PendingChange] = [:]
+    private var pendingOrder: [String] = []
+
+    private func enqueue(_ path: String, _ change: PendingChange) {
+        let schedule = lock.withLock { () -> Bool in
+            if pending.updateValue(change, forKey: path) == nil {
+                pendingOrder.append(path)
+                return pendingOrder.count == 1
+            }
+            return false
+        }
+        if schedule { queue.async { [self] in drain() } }
+    }
+
+    private func drain() {
+        while true {
+            let next = lock.withLock { () -> (String, PendingChange)? in
+                guard !pendingOrder.isEmpty else { return nil }
+                let path = pendingOrder.removeFirst()
+                guard let change = pending.removeValue(forKey: path) else { return nil }
+                return (path, change)
+            }
+            guard let (path, change) = next else { return }
+            switch change {
+            case .remove:
+                _ = unlink(path)
+            case .write(let data):
+                do {
+                    try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent,
+                                                            withIntermediateDirectories: true)
+                    try Self.atomicWrite(data, to: path)
+                } catch {
+                    logger.error("failed to persist local definition", metadata: ["path": "\(path)", "error": "\(error)"])
+                }
+            }
+        }
     }
 
     static func atomicWrite(_ data: Data, to path: String) throws {

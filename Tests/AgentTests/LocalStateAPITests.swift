@@ -290,6 +290,21 @@ struct LocalStateAPITests {
         #expect(checks["_node_maintenance"]?["Notes"] as? String == "r")
     }
 
+    @Test func rapidTTLUpdatesPersistTheLastState() throws {
+        let dir = NSTemporaryDirectory() + "/conclave-ttl-burst-" + UUID().uuidString
+        let first = try TestAgent(dataDir: dir)
+        #expect(try first.put("/v1/agent/check/register", #"{"Name":"beat","TTL":"1h"}"#).status == 200)
+        for i in 0..<200 {
+            #expect(try first.request("PUT", "/v1/agent/check/\(i % 2 == 0 ? "fail" : "warn")/beat?note=n\(i)").status == 200)
+        }
+        #expect(try first.request("PUT", "/v1/agent/check/pass/beat?note=last").status == 200)
+        first.stop(removeData: false)
+        let second = try TestAgent(dataDir: dir)
+        defer { second.stop() }
+        #expect(try second.check("beat")?["Status"] as? String == "passing")
+        #expect(try second.check("beat")?["Output"] as? String == "last")
+    }
+
     @Test func configFileDefinitionsLoadButAreNotPersisted() throws {
         let dir = NSTemporaryDirectory() + "/conclave-local-config-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: dir + "/conf", withIntermediateDirectories: true)
