@@ -130,7 +130,9 @@ public final class Agent: @unchecked Sendable {
         self.localServices = localServices
         // ANTI-ENTROPY HOOK: once the catalog endpoints exist, call `connectAntiEntropy(_:)` here
         // with a function that sends the request to a server (the leader applies
-        // /v1/catalog/register|deregister through Raft; clients forward). Until then syncs are skipped.
+        // /v1/catalog/register|deregister through Raft; clients forward), for example through this
+        // agent's own HTTP API: `connectAntiEntropy(LoopbackCatalogCall.make(loop: loop) { [weak api] in
+        // api?.httpPort ?? 0 })`. Until then syncs are skipped.
         localServices.startSyncing()
         if config.ports.http >= 0 {
             var httpConfig = HTTPServerConfig()
