@@ -27,6 +27,7 @@ public final class Agent: @unchecked Sendable {
     /// Servers: answers client agents' forwarded requests. Clients: forwards them.
     private var rpcServer: RPCServer?
     private var rpcClient: RPCClient?
+    private var localServices: AgentLocalServices?
     private var signals: [SignalWatcher] = []
     private var dataDir = ""
     private var removeDataDirOnExit = false
@@ -133,6 +134,18 @@ public final class Agent: @unchecked Sendable {
         gossip.onUserEvent = { [weak api] in api?.blocking.notifyUserEvent() }
         self.api = api
         startRPC(api: api, gossip: gossip)
+        let localServices = AgentLocalServices(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir,
+                                               advertiseAddress: gossip.lan.map { AgentGossip.host(of: $0.advertiseAddress) } ?? config.bindAddr)
+        localServices.clusterSize = { [weak gossip] in max(1, gossip?.lan?.members.count ?? 1) }
+        try localServices.load(config: config)
+        api.localState = localServices.state
+        self.localServices = localServices
+        // ANTI-ENTROPY HOOK: once the catalog endpoints exist, call `connectAntiEntropy(_:)` here
+        // with a function that sends the request to a server (the leader applies
+        // /v1/catalog/register|deregister through Raft; clients forward), for example through this
+        // agent's own HTTP API: `connectAntiEntropy(LoopbackCatalogCall.make(loop: loop) { [weak api] in
+        // api?.httpPort ?? 0 })`. Until then syncs are skipped.
+        localServices.startSyncing()
         if config.ports.http >= 0 {
             var httpConfig = HTTPServerConfig()
             httpConfig.limits.maxHeaderBytes = config.httpMaxHeaderBytes
@@ -223,6 +236,15 @@ public final class Agent: @unchecked Sendable {
         joined.wait()
     }
 
+    /// ANTI-ENTROPY HOOK: how this agent's services and checks reach the catalog (see
+    /// `AntiEntropy`). Any thread; `call` itself runs on the loop thread and must complete there.
+    /// Starts a full sync at once (Consul syncs fully when it finds a server), then partial syncs
+    /// on each local change and full ones on the scaled, jittered interval.
+    func connectAntiEntropy(_ call: @escaping CatalogCall) {
+        let box = LoopBox(call)
+        loop.execute { [weak self] in self?.localServices?.connect(catalogCall: box.value) }
+    }
+
     private let serversLock = NSLock()
     private var liveServerSnapshot: [KnownServer] = []
 
@@ -265,6 +287,7 @@ public final class Agent: @unchecked Sendable {
         rpcClient?.close()
         rpcServer?.close()
         api?.blocking.wakeAll()
+        localServices?.close()
         gossip?.close()
         server?.close()
         server = nil

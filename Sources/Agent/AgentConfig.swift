@@ -69,6 +69,16 @@ public struct AgentConfig: Sendable, Equatable {
     public var raftSnapshotThreshold = 16_384
     public var raftTrailingLogs = 10_240
     public var raftSnapshotIntervalMs: UInt64 = 30_000
+    /// `-enable-script-checks` / `enable_script_checks`: script checks may run (off by default, as in Consul).
+    public var enableScriptChecks = false
+    /// `service` / `services` / `check` / `checks` definitions from config files (see LocalDefinitions).
+    var localServices: [ConfigServiceEntry] = []
+    var localChecks: [CheckDefinition] = []
+    /// Consul's floors (agent/checks MinInterval, and the 1 minute minimum and 30 s reaper of
+    /// DeregisterCriticalServiceAfter). Not config keys: tests lower them to run quickly.
+    var minimumCheckIntervalMilliseconds: UInt64 = 1_000
+    var minimumDeregisterCriticalMilliseconds: UInt64 = 60_000
+    var criticalReapIntervalMilliseconds: UInt64 = 30_000
 
     public init() {}
 
@@ -109,6 +119,10 @@ public struct AgentConfig: Sendable, Equatable {
             throw .invalid("ports.\(name) must be -1 (disabled) or 0...65535, got \(port)")
         }
         if kvMaxValueSizeBytes <= 0 { throw .invalid("kv_max_value_size must be positive") }
+        let configChecks = localChecks + localServices.flatMap(\.checks)
+        if !enableScriptChecks, let script = configChecks.first(where: { if case .script = $0.kind { true } else { false } }) {
+            throw .invalid("check \"\(script.id)\" is a script check, but scripts are disabled on this agent; set enable_script_checks (or -enable-script-checks)")
+        }
         try validateRaftLimits()
     }
 
@@ -153,7 +167,7 @@ public struct AgentConfig: Sendable, Equatable {
             return s
         }
         func int(_ key: String, _ value: Any) throws(AgentConfigError) -> Int {
-            guard let n = value as? NSNumber, !(value is Bool), n.doubleValue == n.doubleValue.rounded() else {
+            guard let n = value as? NSNumber, !isJSONBool(value), n.doubleValue == n.doubleValue.rounded() else {
                 throw .invalid("\(source): \(key) must be an integer")
             }
             return n.intValue
@@ -193,6 +207,9 @@ public struct AgentConfig: Sendable, Equatable {
                 for item in list { specs.append(try string(key, item)) }
                 eventHandlers = specs
             case "rejoin_after_leave": rejoinAfterLeave = try bool(key, value)
+            case "enable_script_checks": enableScriptChecks = try bool(key, value)
+            case "service", "services", "check", "checks":
+                try applyLocalDefinitions(key: key, value: value, source: source)
             case "reconnect_timeout", "reconnect_timeout_wan":
                 let text = try string(key, value)
                 guard let nanos = GoDuration.nanoseconds(text) else {
@@ -234,9 +251,57 @@ public struct AgentConfig: Sendable, Equatable {
         }
     }
 
+    /// Consul's -config-dir: every *.json file in it, in lexical order.
+    public mutating func apply(configDir path: String) throws(AgentConfigError) {
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: path) } catch {
+            throw .invalid("cannot read config dir \(path): \(error.localizedDescription)")
+        }
+        for name in names.sorted() where name.hasSuffix(".json") {
+            try apply(jsonFile: path + "/" + name)
+        }
+    }
+
     static func hostName() -> String {
         let name = ProcessInfo.processInfo.hostName
         return name.isEmpty ? "conclave" : name.split(separator: ".").first.map(String.init) ?? name
+    }
+}
+
+/// A service from a config file with its checks.
+struct ConfigServiceEntry: Sendable, Equatable {
+    var service: ServiceDefinition
+    var checks: [CheckDefinition]
+}
+
+extension AgentConfig {
+    /// `service`/`check` take one object, `services`/`checks` a list (Consul's config format).
+    mutating func applyLocalDefinitions(key: String, value: Any, source: String) throws(AgentConfigError) {
+        let objects: [[String: Any]]
+        if key == "service" || key == "check" {
+            guard let object = value as? [String: Any] else { throw .invalid("\(source): \(key) must be an object") }
+            objects = [object]
+        } else {
+            guard let list = value as? [[String: Any]] else { throw .invalid("\(source): \(key) must be a list of objects") }
+            objects = list
+        }
+        for object in objects {
+            do {
+                if key.hasPrefix("service") {
+                    let (service, checks) = try LocalDefinitions.service(from: object)
+                    localServices.append(ConfigServiceEntry(service: service, checks: checks))
+                } else {
+                    var check: CheckDefinition
+                    do { check = try LocalDefinitions.check(from: object, requireName: true) } catch {
+                        throw DefinitionError("\(error)" == "Missing check name" ? "\(error)" : "Invalid check: \(error)")
+                    }
+                    if check.id.isEmpty { check.id = check.name }
+                    localChecks.append(check)
+                }
+            } catch {
+                throw .invalid("\(source): \(key): \(error)")
+            }
+        }
     }
 }
 

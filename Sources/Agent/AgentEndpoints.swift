@@ -60,6 +60,7 @@ extension HTTPAPI {
             guard allow(responder, ["PUT"]) else { return }
             handleForceLeave(responder, node: String(path.dropFirst("/v1/agent/force-leave/".count)))
         default:
+            if handleAgentLocal(responder) { return }
             responder.respond(.text(status: 404, "404 page not found"))
         }
     }
@@ -113,7 +114,7 @@ extension HTTPAPI {
                 "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
             ] as [String: Any],
             "Stats": [
-                "agent": ["checks": "0", "services": "0"],
+                "agent": ["checks": String(localState?.checks.count ?? 0), "services": String(localState?.services.count ?? 0)],
                 "build": ["version": ConclaveVersion.version, "revision": ConclaveVersion.revision, "prerelease": ""],
                 "consul": [
                     "server": String(config.server),

@@ -35,6 +35,8 @@ final class HTTPAPI {
     var rpcClient: RPCClient?
     /// What /v1/agent/metrics serves.
     var metrics: MetricsRegistry?
+    /// The agent's local services and checks (/v1/agent/service*, /v1/agent/check*).
+    var localState: LocalState?
 
     init(config: AgentConfig, nodeID: String, loop: Loop, logger: Logger, requestLeave: @escaping () -> Void) {
         self.config = config

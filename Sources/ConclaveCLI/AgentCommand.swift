@@ -29,6 +29,8 @@ enum AgentCommand {
         flags.string("encrypt", "Provides the gossip encryption key.")
         flags.int("bootstrap-expect", "Sets server to expect bootstrap mode.")
         flags.stringList("config-file", "Path to a JSON file to read configuration from. May be given more than once; later files win, flags win over files.")
+        flags.stringList("config-dir", "Path to a directory to read configuration files from: every file ending in .json, in lexical order. May be given more than once.")
+        flags.bool("enable-script-checks", "Enables health check scripts.")
         return flags
     }
 
@@ -38,6 +40,8 @@ enum AgentCommand {
         guard rest.isEmpty else { throw FlagError(description: "unexpected arguments: \(rest.joined(separator: " "))") }
         var config = flags.flag("dev") ? AgentConfig.development() : AgentConfig()
         for file in flags.list("config-file") { try config.apply(jsonFile: file) }
+        for dir in flags.list("config-dir") { try config.apply(configDir: dir) }
+        if flags.isSet("enable-script-checks") { config.enableScriptChecks = flags.flag("enable-script-checks") }
         if flags.isSet("server") { config.server = flags.flag("server") }
         if flags.isSet("bootstrap") { config.bootstrap = flags.flag("bootstrap") }
         if let v = flags.string("data-dir") { config.dataDir = v }

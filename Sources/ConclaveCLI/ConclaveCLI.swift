@@ -22,6 +22,7 @@ public enum ConclaveCLI {
         ("members", "Lists the members of a Conclave cluster"),
         ("operator", "Provides cluster-level tools for Conclave operators"),
         ("snapshot", "Saves and inspects snapshots of Conclave server state"),
+        ("services", "Interact with services"),
         ("version", "Prints the Conclave version"),
     ]
 
@@ -44,6 +45,7 @@ public enum ConclaveCLI {
         case "event": return EventCommand.run(rest)
         case "operator": return OperatorCommand.run(rest)
         case "snapshot": return SnapshotCommand.run(rest)
+        case "services": return ServicesCommands.run(rest)
         case "version", "-version", "--version", "-v":
             print("Conclave v\(ConclaveVersion.version)")
             print("Revision \(ConclaveVersion.revision)")

@@ -19,10 +19,13 @@ public struct HTTPClientResponse: Sendable {
 }
 
 /// Not Sendable: owned by one client on one thread.
-final class HTTPResponseDecoder {
-    let maxBodyBytes: Int
+public final class HTTPResponseDecoder {
+    public let maxBodyBytes: Int
+    /// Keep only the first `maxBodyBytes` of the body and drop the rest instead of failing
+    /// (health checks capture a bounded prefix of whatever a service answers).
+    public var truncatesBody = false
     /// Set before the response to a HEAD request: it has headers only.
-    var expectsNoBody = false
+    public var expectsNoBody = false
 
     private let parser: UnsafeMutablePointer<http_parser>
     private var failure: String?
@@ -33,7 +36,7 @@ final class HTTPResponseDecoder {
     private var body: [UInt8] = []
     private var complete: HTTPClientResponse?
 
-    init(maxBodyBytes: Int) {
+    public init(maxBodyBytes: Int) {
         self.maxBodyBytes = maxBodyBytes
         parser = .allocate(capacity: 1)
         http_parser_init(parser, HTTP_RESPONSE)
@@ -43,7 +46,7 @@ final class HTTPResponseDecoder {
     deinit { parser.deallocate() }
 
     /// Starts over for a new connection.
-    func reset() {
+    public func reset() {
         http_parser_init(parser, HTTP_RESPONSE)
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         failure = nil
@@ -51,14 +54,14 @@ final class HTTPResponseDecoder {
         beginMessage()
     }
 
-    enum Outcome {
+    public enum Outcome {
         case needMore
         case response(HTTPClientResponse, leftover: Int)
         case failed(String)
     }
 
     /// Feeds bytes; at most one response is returned, with the count of bytes after it.
-    func feed(_ bytes: UnsafeRawBufferPointer) -> Outcome {
+    public func feed(_ bytes: UnsafeRawBufferPointer) -> Outcome {
         if let failure { return .failed(failure) }
         if bytes.isEmpty { return .needMore }  // an empty execute would mean EOF
         let consumed = withUnsafePointer(to: responseDecoderSettings) { settings in
@@ -67,13 +70,15 @@ final class HTTPResponseDecoder {
         return outcome(leftover: bytes.count - consumed)
     }
 
-    func feedEOF() -> Outcome {
+    public func feedEOF() -> Outcome {
         if let failure { return .failed(failure) }
         _ = withUnsafePointer(to: responseDecoderSettings) { settings in
             http_parser_execute(parser, settings, nil, 0)
         }
-        if case .needMore = outcome(leftover: 0) { return .failed("connection closed before the response ended") }
-        return outcome(leftover: 0)
+        // outcome() hands a completed response out once: ask it once.
+        let result = outcome(leftover: 0)
+        if case .needMore = result { return .failed("connection closed before the response ended") }
+        return result
     }
 
     private func outcome(leftover: Int) -> Outcome {
@@ -125,7 +130,7 @@ final class HTTPResponseDecoder {
     fileprivate func headersComplete() -> Int32 {
         if lastWasValue || !field.isEmpty { flushHeader() }
         let length = parser.pointee.content_length
-        if length != UInt64.max, length > UInt64(maxBodyBytes), !expectsNoBody {
+        if length != UInt64.max, length > UInt64(maxBodyBytes), !expectsNoBody, !truncatesBody {
             failure = "response body of \(length) bytes exceeds the client limit of \(maxBodyBytes) bytes"
             return -1
         }
@@ -135,6 +140,10 @@ final class HTTPResponseDecoder {
 
     fileprivate func bodyBytes(_ p: UnsafeBufferPointer<UInt8>) -> Int32 {
         if body.count + p.count > maxBodyBytes {
+            if truncatesBody {
+                body.append(contentsOf: p.prefix(max(0, maxBodyBytes - body.count)))
+                return 0
+            }
             failure = "response body exceeds the client limit of \(maxBodyBytes) bytes"
             return 1
         }
