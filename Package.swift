@@ -65,6 +65,6 @@ let package = Package(
         .testTarget(name: "AgentTests", dependencies: ["Agent", "HTTP", "EventLoop", "Replication", "TestSupport",
                                                  .product(name: "Metrics", package: "swift-metrics")]),
         .testTarget(name: "ConclaveCLITests", dependencies: ["ConclaveCLI", "Agent", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "ProcessTests", dependencies: ["HTTP"]),
+        .testTarget(name: "ProcessTests", dependencies: ["HTTP", "EventLoop", .product(name: "Logging", package: "swift-log")]),
     ]
 )

@@ -28,6 +28,9 @@ public final class Agent: @unchecked Sendable {
     private var rpcServer: RPCServer?
     private var rpcClient: RPCClient?
     private var localServices: AgentLocalServices?
+    /// Servers: the leader's catalog ↔ gossip reconcile (serfHealth), on a 1 s timer.
+    private var catalogReconciler: CatalogReconciler?
+    private var catalogReconcileTimer: LoopTimer?
     private var signals: [SignalWatcher] = []
     private var dataDir = ""
     private var removeDataDirOnExit = false
@@ -134,18 +137,16 @@ public final class Agent: @unchecked Sendable {
         gossip.onUserEvent = { [weak api] in api?.blocking.notifyUserEvent() }
         self.api = api
         startRPC(api: api, gossip: gossip)
+        if config.server { startCatalogReconcile(gossip: gossip) }
         let localServices = AgentLocalServices(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir,
                                                advertiseAddress: gossip.lan.map { AgentGossip.host(of: $0.advertiseAddress) } ?? config.bindAddr)
         localServices.clusterSize = { [weak gossip] in max(1, gossip?.lan?.members.count ?? 1) }
         try localServices.load(config: config)
         api.localState = localServices.state
         self.localServices = localServices
-        // ANTI-ENTROPY HOOK: once the catalog endpoints exist, call `connectAntiEntropy(_:)` here
-        // with a function that sends the request to a server (the leader applies
-        // /v1/catalog/register|deregister through Raft; clients forward), for example through this
-        // agent's own HTTP API: `connectAntiEntropy(LoopbackCatalogCall.make(loop: loop) { [weak api] in
-        // api?.httpPort ?? 0 })`. Until then syncs are skipped.
-        localServices.startSyncing()
+        // Anti-entropy reaches the catalog through the agent's own API: served here on a
+        // server, forwarded over RPC to a server on a client.
+        localServices.connect(catalogCall: api.internalCaller)
         if config.ports.http >= 0 {
             var httpConfig = HTTPServerConfig()
             httpConfig.limits.maxHeaderBytes = config.httpMaxHeaderBytes
@@ -178,6 +179,20 @@ public final class Agent: @unchecked Sendable {
 
     /// Servers answer client agents' RPC on their server port; clients forward to the servers
     /// of the LAN pool (RPCServer.swift, RPCClient.swift).
+    /// Consul reconciles on every member event and every 60 s; a 1 s pass that writes only
+    /// differences gives the same result with one code path (a steady cluster proposes nothing).
+    private func startCatalogReconcile(gossip: AgentGossip) {
+        let reconciler = CatalogReconciler(datacenter: config.datacenter, logger: Logger(label: "agent.leader"))
+        let timer = LoopTimer(loop: loop)
+        timer.start(afterMilliseconds: 200, repeatMilliseconds: 1_000) { [weak self, weak gossip] in
+            guard let self, let gossip, let replicator = self.serverRaft?.replicator, replicator.isLeader,
+                  let lan = gossip.lan else { return }
+            reconciler.reconcile(members: lan.members, log: replicator)
+        }
+        catalogReconciler = reconciler
+        catalogReconcileTimer = timer
+    }
+
     private func startRPC(api: HTTPAPI, gossip: AgentGossip) {
         if let serverRaft {
             var rpcConfig = RPCServerConfig()
@@ -282,6 +297,8 @@ public final class Agent: @unchecked Sendable {
     /// Runs on the loop thread as the loop stops: listeners first, then parked queries,
     /// then the log (which finishes the batch on disk).
     private func closeOnLoop() {
+        catalogReconcileTimer?.close()
+        catalogReconcileTimer = nil
         for watcher in signals { watcher.close() }
         signals = []
         rpcClient?.close()

@@ -59,7 +59,7 @@ extension HTTPAPI {
                 return (index, Self.render { $0.array(checks) { out, check in CatalogJSON.check(check, &out) } })
             }
         } else if let state = suffix(path, "/v1/health/state/") {
-            guard state == "any" || [CheckStatus.passing, CheckStatus.warning, CheckStatus.critical].contains(state) else {
+            guard state == "any" || [CatalogCheckStatus.passing, CatalogCheckStatus.warning, CatalogCheckStatus.critical].contains(state) else {
                 responder.respond(.text(status: 400, "Invalid check state"))
                 return
             }
@@ -216,7 +216,7 @@ extension HTTPAPI {
             let (index, entries) = try store.healthService(name)
             let kept = entries.filter { entry in
                 filter(entry.node) && Self.hasTags(entry.service, tags)
-                    && (!passingOnly || entry.checks.allSatisfy { $0.status == CheckStatus.passing })
+                    && (!passingOnly || entry.checks.allSatisfy { $0.status == CatalogCheckStatus.passing })
             }
             return (index, Self.render { $0.array(kept) { out, entry in
                 CatalogJSON.healthEntry(entry, datacenter: datacenter, &out)

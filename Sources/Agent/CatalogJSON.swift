@@ -348,11 +348,11 @@ enum CatalogJSON {
             guard !checkID.isEmpty else { throw CatalogRequestError(message: "Must provide a check ID or name") }
             try checkName(checkID, "check ID")
             let status = try fields.string("Status")
-            guard status.isEmpty || CheckStatus.all.contains(status) else {
+            guard status.isEmpty || CatalogCheckStatus.all.contains(status) else {
                 throw CatalogRequestError(message: "Invalid check status: \"\(status)\"")
             }
             checks.append(CatalogCheck(node: nodeName, checkID: checkID, name: name,
-                                       status: status.isEmpty ? CheckStatus.critical : status,
+                                       status: status.isEmpty ? CatalogCheckStatus.critical : status,
                                        notes: try fields.string("Notes"), output: try fields.string("Output"),
                                        serviceID: try fields.string("ServiceID"), type: try fields.string("Type"),
                                        definition: try fields.jsonText("Definition")))

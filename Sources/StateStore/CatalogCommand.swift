@@ -108,7 +108,7 @@ extension CatalogCommand {
     public static func memberAlive(_ node: CatalogNode) -> CatalogCommand {
         .register(CatalogRegistration(node: node, checks: [
             CatalogCheck(node: node.name, checkID: SerfHealth.checkID, name: SerfHealth.checkName,
-                         status: CheckStatus.passing, output: SerfHealth.aliveOutput),
+                         status: CatalogCheckStatus.passing, output: SerfHealth.aliveOutput),
         ]))
     }
 
@@ -117,7 +117,7 @@ extension CatalogCommand {
     public static func memberFailed(_ node: CatalogNode) -> CatalogCommand {
         .register(CatalogRegistration(node: node, skipNodeUpdate: true, checks: [
             CatalogCheck(node: node.name, checkID: SerfHealth.checkID, name: SerfHealth.checkName,
-                         status: CheckStatus.critical, output: SerfHealth.failedOutput),
+                         status: CatalogCheckStatus.critical, output: SerfHealth.failedOutput),
         ]))
     }
 

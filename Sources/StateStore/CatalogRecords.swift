@@ -100,7 +100,7 @@ public struct CatalogService: Sendable, Equatable {
 }
 
 /// Consul's check statuses (api.HealthPassing etc.).
-public enum CheckStatus {
+public enum CatalogCheckStatus {
     public static let passing = "passing"
     public static let warning = "warning"
     public static let critical = "critical"
@@ -128,7 +128,7 @@ public struct CatalogCheck: Sendable, Equatable {
     public var createIndex: UInt64
     public var modifyIndex: UInt64
 
-    public init(node: String, checkID: String, name: String = "", status: String = CheckStatus.critical,
+    public init(node: String, checkID: String, name: String = "", status: String = CatalogCheckStatus.critical,
                 notes: String = "", output: String = "", serviceID: String = "", serviceName: String = "",
                 serviceTags: [String] = [], type: String = "", definition: String = "",
                 createIndex: UInt64 = 0, modifyIndex: UInt64 = 0) {

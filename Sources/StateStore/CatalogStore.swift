@@ -217,7 +217,7 @@ struct CatalogTables: Sendable {
     private func ensureCheck(_ new: CatalogCheck, at index: UInt64, _ txn: WriteTransaction,
                              _ changes: inout CatalogChanges) throws {
         var check = new
-        if check.status.isEmpty { check.status = CheckStatus.critical }
+        if check.status.isEmpty { check.status = CatalogCheckStatus.critical }
         check.serviceName = ""
         check.serviceTags = []
         if !check.serviceID.isEmpty, let stored = try txn.get(services, Self.pair(check.node, check.serviceID)) {

@@ -20,12 +20,6 @@ private let dbOnN2 = """
      "Check":{"CheckID":"db-tcp","Status":"critical","ServiceID":"db-1"}}
     """
 
-extension TestAgent {
-    func put(_ path: String, _ body: String) throws -> HTTPClientResponse {
-        try request("PUT", path, body: json(body))
-    }
-}
-
 @Suite("Catalog HTTP API")
 struct CatalogAPITests {
     @Test func registerThenListNodesServicesAndOneService() throws {

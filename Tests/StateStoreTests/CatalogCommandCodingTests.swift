@@ -16,7 +16,7 @@ import Testing
                                     taggedAddresses: ["lan": ServiceAddress(address: "10.0.0.2", port: 8080)],
                                     meta: ["version": "1"], port: 65535, weights: ServiceWeights(passing: 10, warning: -1),
                                     enableTagOverride: true),
-            checks: [CatalogCheck(node: "nöde", checkID: "c", name: "C", status: CheckStatus.passing, notes: "n",
+            checks: [CatalogCheck(node: "nöde", checkID: "c", name: "C", status: CatalogCheckStatus.passing, notes: "n",
                                   output: String(repeating: "o", count: 300), serviceID: "web-1", serviceName: "web",
                                   serviceTags: ["v1"], type: "http", definition: #"{"HTTP":"http://x"}"#),
                      CatalogCheck(node: "nöde", checkID: "serfHealth")])),
@@ -115,7 +115,7 @@ import Testing
             }
             let checks = (0..<Int.random(in: 0...2, using: &g)).map { _ in
                 CatalogCheck(node: nodeName, checkID: randomString(&g), name: randomString(&g),
-                             status: [CheckStatus.passing, CheckStatus.critical, ""].randomElement(using: &g)!,
+                             status: [CatalogCheckStatus.passing, CatalogCheckStatus.critical, ""].randomElement(using: &g)!,
                              output: randomString(&g), serviceID: randomString(&g), serviceTags: [randomString(&g)],
                              definition: randomString(&g), createIndex: g.next())
             }

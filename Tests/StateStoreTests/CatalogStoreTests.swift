@@ -50,7 +50,7 @@ func register(_ nodeName: String, service: String? = nil, id: String? = nil, tag
 @Suite struct CatalogStoreTests {
     @Test func registerCreatesNodeServiceAndChecksWithIndexes() throws {
         try withCatalog { c throws in
-            let check = CatalogCheck(node: "n1", checkID: "web-alive", name: "web alive", status: CheckStatus.passing,
+            let check = CatalogCheck(node: "n1", checkID: "web-alive", name: "web alive", status: CatalogCheckStatus.passing,
                                      serviceID: "web")
             #expect(try c.run(register("n1", service: "web", tags: ["v1"], checks: [check])) == .success(true))
             let (nodesIndex, nodes) = try c.store.catalogNodes()
@@ -84,7 +84,7 @@ func register(_ nodeName: String, service: String? = nil, id: String? = nil, tag
             let check = CatalogCheck(node: "n1", checkID: "c", status: "", serviceID: "web")
             #expect(try c.run(register("n1", checks: [check])) == .success(true))
             let stored = try #require(try c.store.nodeChecks("n1").checks.first)
-            #expect(stored.status == CheckStatus.critical, "an empty status defaults to critical")
+            #expect(stored.status == CatalogCheckStatus.critical, "an empty status defaults to critical")
             #expect(stored.serviceName == "web")
         }
     }
@@ -128,7 +128,7 @@ func register(_ nodeName: String, service: String? = nil, id: String? = nil, tag
             try c.run(register("n1", service: "api"))
             try c.run(register("n2", service: "db"))
             let serf = CatalogCheck(node: "n1", checkID: "serfHealth", name: "Serf Health Status",
-                                    status: CheckStatus.critical, type: "serf")
+                                    status: CatalogCheckStatus.critical, type: "serf")
             try c.run(register("n1", checks: [serf], skipNodeUpdate: true))
             #expect(Set(c.lastBatch?.changedServiceNames ?? []) == ["web", "api"])
             #expect(try c.store.healthService("web").index == 4)
@@ -150,7 +150,7 @@ func register(_ nodeName: String, service: String? = nil, id: String? = nil, tag
     @Test func deregisteringANodeRemovesItsServicesAndChecks() throws {
         try withCatalog { c throws in
             let check = CatalogCheck(node: "n1", checkID: "c1", serviceID: "web")
-            let serf = CatalogCheck(node: "n1", checkID: "serfHealth", status: CheckStatus.passing)
+            let serf = CatalogCheck(node: "n1", checkID: "serfHealth", status: CatalogCheckStatus.passing)
             try c.run(register("n1", service: "web", checks: [check, serf]))
             try c.run(register("n2", service: "web", id: "web-2"))
             #expect(try c.run(.deregisterNode(node: "n1")) == .success(true))
@@ -166,7 +166,7 @@ func register(_ nodeName: String, service: String? = nil, id: String? = nil, tag
     @Test func deregisteringAServiceRemovesItsChecksButNotTheNodes() throws {
         try withCatalog { c throws in
             let check = CatalogCheck(node: "n1", checkID: "c1", serviceID: "web")
-            let serf = CatalogCheck(node: "n1", checkID: "serfHealth", status: CheckStatus.passing)
+            let serf = CatalogCheck(node: "n1", checkID: "serfHealth", status: CatalogCheckStatus.passing)
             try c.run(register("n1", service: "web", checks: [check, serf]))
             try c.run(.deregisterService(node: "n1", serviceID: "web"))
             #expect(try c.store.nodeChecks("n1").checks.map(\.checkID) == ["serfHealth"])
@@ -257,12 +257,12 @@ func register(_ nodeName: String, service: String? = nil, id: String? = nil, tag
     @Test func healthQueriesByServiceAndState() throws {
         try withCatalog { c throws in
             try c.run(register("n1", service: "web", checks: [
-                CatalogCheck(node: "n1", checkID: "w", status: CheckStatus.warning, serviceID: "web"),
-                CatalogCheck(node: "n1", checkID: "serfHealth", status: CheckStatus.passing),
+                CatalogCheck(node: "n1", checkID: "w", status: CatalogCheckStatus.warning, serviceID: "web"),
+                CatalogCheck(node: "n1", checkID: "serfHealth", status: CatalogCheckStatus.passing),
             ]))
             #expect(try c.store.serviceChecks("web").checks.map(\.checkID) == ["w"])
-            #expect(try c.store.checks(inState: CheckStatus.warning).checks.map(\.checkID) == ["w"])
-            #expect(try c.store.checks(inState: CheckStatus.passing).checks.map(\.checkID) == ["serfHealth"])
+            #expect(try c.store.checks(inState: CatalogCheckStatus.warning).checks.map(\.checkID) == ["w"])
+            #expect(try c.store.checks(inState: CatalogCheckStatus.passing).checks.map(\.checkID) == ["serfHealth"])
             #expect(try c.store.checks(inState: "any").checks.count == 2)
             #expect(try c.store.serviceChecks("nope").checks.isEmpty)
         }
@@ -272,7 +272,7 @@ func register(_ nodeName: String, service: String? = nil, id: String? = nil, tag
         try withCatalog { c throws in
             try c.run(.register(CatalogRegistration(
                 node: node("Node-A"), service: CatalogService(node: "Node-A", id: "Web-1", service: "Web"),
-                checks: [CatalogCheck(node: "Node-A", checkID: "Alive", status: CheckStatus.passing, serviceID: "web-1")])))
+                checks: [CatalogCheck(node: "Node-A", checkID: "Alive", status: CatalogCheckStatus.passing, serviceID: "web-1")])))
             #expect(c.lastBatch?.changedServiceNames == ["web"], "watch scopes use the folded name")
             let entry = try #require(try c.store.healthService("WEB").entries.first)
             #expect(entry.node.name == "Node-A")
@@ -296,14 +296,14 @@ func register(_ nodeName: String, service: String? = nil, id: String? = nil, tag
             try c.run(.memberAlive(member))
             try c.run(register("client-1", service: "web"))
             var serf = try #require(try c.store.healthService("web").entries.first?.checks.first)
-            #expect(serf.checkID == SerfHealth.checkID && serf.status == CheckStatus.passing)
+            #expect(serf.checkID == SerfHealth.checkID && serf.status == CatalogCheckStatus.passing)
             // Failure: the check turns critical, the node's fields stay as the agent registered them.
             try c.run(.memberFailed(CatalogNode(name: "client-1", address: "")))
             serf = try #require(try c.store.healthService("web").entries.first?.checks.first)
-            #expect(serf.status == CheckStatus.critical)
+            #expect(serf.status == CatalogCheckStatus.critical)
             #expect(serf.output == SerfHealth.failedOutput)
             #expect(try c.store.catalogNode("client-1").node?.address == "10.0.0.1")
-            #expect(try c.store.checks(inState: CheckStatus.critical).checks.map(\.checkID) == [SerfHealth.checkID])
+            #expect(try c.store.checks(inState: CatalogCheckStatus.critical).checks.map(\.checkID) == [SerfHealth.checkID])
             // Leaving removes the node with its services and checks.
             try c.run(.memberLeft("client-1"))
             #expect(try c.store.catalogNodes().nodes.isEmpty)
