@@ -263,6 +263,7 @@ public final class Agent: @unchecked Sendable {
         for watcher in signals { watcher.close() }
         signals = []
         rpcClient?.close()
+        api?.leaderRPC?.close()
         rpcServer?.close()
         api?.blocking.wakeAll()
         gossip?.close()
