@@ -55,6 +55,11 @@ extension HTTPAPI {
 }
 
 extension HTTPAPI {
+    /// The largest archive PUT /v1/snapshot takes (413 above it): what one RPC frame on the
+    /// server port carries, so a follower can forward it to the leader whole. The archive is
+    /// held in memory while it is verified and loaded.
+    static let maxRestoreBodyBytes = RaftTransportConfig().maxFrameBytes - (128 << 10)
+
     func restoreSnapshot(_ responder: HTTPResponder) {
         guard config.server else {
             responder.respond(.text(status: 500, "No known Consul servers"))

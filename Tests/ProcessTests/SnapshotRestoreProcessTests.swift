@@ -27,10 +27,16 @@ struct SnapshotRestoreProcessTests {
         for i in 0 ..< 10 {
             try poll("write a/\(i)", seconds: 30) { try leader.http("PUT", "/v1/kv/a/\(i)", body: "a\(i)").status == 200 }
         }
+        // Past the 512 KiB body limit of other requests: the archive is about 800 KB.
+        let big = String(repeating: "x", count: 100_000)
+        for i in 0 ..< 8 {
+            try poll("write big/\(i)", seconds: 30) { try leader.http("PUT", "/v1/kv/big/\(i)", body: big).status == 200 }
+        }
         let file = NSTemporaryDirectory() + "/conclave-restore-\(UUID().uuidString).snap"
         defer { try? FileManager.default.removeItem(atPath: file) }
         let save = try runCLI(["snapshot", "save", "-http-addr", "127.0.0.1:\(leader.httpPort)", file])
         #expect(save.status == 0, "\(save.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: file)).count > 512 << 10)
 
         // Change the data: new keys, a changed key, a deleted key.
         for i in 0 ..< 10 {
@@ -38,6 +44,7 @@ struct SnapshotRestoreProcessTests {
         }
         #expect(try leader.http("PUT", "/v1/kv/a/0", body: "changed").status == 200)
         #expect(try leader.http("DELETE", "/v1/kv/a/1").status == 200)
+        #expect(try leader.http("DELETE", "/v1/kv/big?recurse").status == 200)
         let indexBefore = try #require(try leader.http("GET", "/v1/kv/a/2").headers["X-Consul-Index"].flatMap { UInt64($0) })
 
         // A damaged archive is refused with 400 and changes nothing.
@@ -57,11 +64,15 @@ struct SnapshotRestoreProcessTests {
         let restore = try runCLI(["snapshot", "restore", "-http-addr", "127.0.0.1:\(follower.httpPort)", file])
         #expect(restore.status == 0, "\(restore.stderr)")
         #expect(restore.stdout == "Restored snapshot\n")
+        // The follower forwarded the restore: the leader restored and replicated it.
+        try poll("the restore in the leader's log", seconds: 10) { leader.output.text.contains("raft: user snapshot restored") }
+        #expect(!follower.output.text.contains("raft: user snapshot restored"))
 
         for (n, server) in servers.enumerated() {
             try poll("the restored state on server \(n)", seconds: 60) {
                 try (0 ..< 10).allSatisfy { try server.staleValue("a/\($0)") == "a\($0)" }
                     && (0 ..< 10).allSatisfy { try server.http("GET", "/v1/kv/b/\($0)?stale").status == 404 }
+                    && (0 ..< 8).allSatisfy { try server.staleValue("big/\($0)") == big }
             }
         }
         let indexAfter = try #require(try leader.http("GET", "/v1/kv/a/2").headers["X-Consul-Index"].flatMap { UInt64($0) })
