@@ -153,6 +153,7 @@ public final class Agent: @unchecked Sendable {
             // The largest body any endpoint takes is a KV value: larger ones get 413 from
             // the parser as soon as Content-Length says so, before they are buffered.
             httpConfig.limits.maxBodyBytes = config.kvMaxValueSizeBytes
+            httpConfig.limits.largerBodyPaths["/v1/snapshot"] = HTTPAPI.maxRestoreBodyBytes
             do {
                 let server = try HTTPServer(loop: loop, host: config.clientAddr, port: config.ports.http,
                                             config: httpConfig, logger: Logger(label: "agent.http")) { responder in
@@ -196,7 +197,7 @@ public final class Agent: @unchecked Sendable {
     private func startRPC(api: HTTPAPI, gossip: AgentGossip) {
         if let serverRaft {
             var rpcConfig = RPCServerConfig()
-            rpcConfig.maxRequestFrameBytes = RPCWire.maxRequestFrameBytes(bodyLimit: config.kvMaxValueSizeBytes)
+            rpcConfig.maxRequestFrameBytes = RPCWire.maxRequestFrameBytes(bodyLimit: max(config.kvMaxValueSizeBytes, HTTPAPI.maxRestoreBodyBytes))
             let rpcServer = RPCServer(loop: loop, config: rpcConfig) { [weak api] responder in
                 if let api { api.handle(responder) } else { responder.respond(.text(status: 500, "agent shutting down")) }
             }
@@ -302,6 +303,7 @@ public final class Agent: @unchecked Sendable {
         for watcher in signals { watcher.close() }
         signals = []
         rpcClient?.close()
+        api?.leaderRPC?.close()
         rpcServer?.close()
         api?.blocking.wakeAll()
         localServices?.close()

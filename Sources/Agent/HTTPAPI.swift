@@ -33,6 +33,8 @@ final class HTTPAPI {
     var gossip: AgentGossip?
     /// Client agents: the connection to the servers that server-held paths are forwarded to.
     var rpcClient: RPCClient?
+    /// Servers: forwards a snapshot restore from a follower to the leader's server port.
+    var leaderRPC: RPCClient?
     /// What /v1/agent/metrics serves.
     var metrics: MetricsRegistry?
     /// The agent's local services and checks (/v1/agent/service*, /v1/agent/check*).

@@ -158,6 +158,15 @@ final class RPCClient {
         }
     }
 
+    /// Points the client at one server port "host:port" (a follower forwarding to the Raft
+    /// leader, whose transport port is its server port); no-op when already there.
+    func setServerAddress(_ address: String) {
+        let server = Server(name: address, address: address)
+        guard servers != [server] else { return }
+        servers = [server]
+        if let active, active.server != server { retire(active) }
+    }
+
     // MARK: Forwarding
 
     /// Forwards `responder`'s request to a server and answers with the server's answer.

@@ -1,8 +1,11 @@
 // GET /v1/snapshot (https://developer.hashicorp.com/consul/api-docs/snapshot): an atomic,
 // point-in-time archive of the server state, with X-Consul-Index. Without ?stale the read is
 // linearizable (leadership confirmed, everything committed applied first); with ?stale any
-// server answers from its own state. Our archive format is our own (SnapshotArchive);
-// restore (PUT) is not supported.
+// server answers from its own state. Our archive format is our own (SnapshotArchive).
+// PUT restores an archive (the body) on the leader, which replicates it (RaftRestore.swift):
+// 200 with an empty body once a quorum holds it; a follower forwards the request to the
+// leader's server port, as Consul forwards to the leader; a bad archive answers 400 and
+// changes nothing.
 import HTTP
 import Replication
 
@@ -10,7 +13,7 @@ extension HTTPAPI {
     func handleSnapshot(_ responder: HTTPResponder) {
         guard inLocalDatacenter(responder) else { return }
         if responder.request.method == "PUT" {
-            responder.respond(.text(status: 501, "snapshot restore is not supported by this agent"))
+            restoreSnapshot(responder)
             return
         }
         guard allow(responder, ["GET"]) else { return }
@@ -48,5 +51,59 @@ extension HTTPAPI {
             case let .failure(error): self?.respondCommitError(responder, error)
             }
         }
+    }
+}
+
+extension HTTPAPI {
+    /// The largest archive PUT /v1/snapshot takes (413 above it): what one RPC frame on the
+    /// server port carries, so a follower can forward it to the leader whole. The archive is
+    /// held in memory while it is verified and loaded.
+    static let maxRestoreBodyBytes = RaftTransportConfig().maxFrameBytes - (128 << 10)
+
+    func restoreSnapshot(_ responder: HTTPResponder) {
+        guard config.server else {
+            responder.respond(.text(status: 500, "No known Consul servers"))
+            return
+        }
+        let archive = responder.request.body
+        holdForLeader({ [weak self] (done: @escaping (Result<UInt64, RaftCommitError>) -> Void) in
+            guard let self, let raft = self.raft else { done(.failure(.notLeader(leaderAddress: nil))); return }
+            if !raft.isLeader {
+                if let leader = raft.leaderAddress {
+                    // The leader answers; its answer (or the forwarding error) is the response.
+                    self.forwardToLeader(responder, leader: leader)
+                    return
+                }
+                done(.failure(.notLeader(leaderAddress: nil)))
+                return
+            }
+            raft.restoreSnapshot(archive: archive) { result in
+                switch result {
+                case let .success(index): done(.success(index))
+                case let .failure(.failed(error)): done(.failure(error))
+                case let .failure(.invalidArchive(reason)):
+                    responder.respond(.text(status: 400, "Invalid snapshot: \(reason)"))
+                }
+            }
+        }) { [weak self] result in
+            switch result {
+            case .success:
+                responder.respond(HTTPResponse(status: 200, body: []))
+            case let .failure(error):
+                self?.respondCommitError(responder, error)
+            }
+        }
+    }
+
+    private func forwardToLeader(_ responder: HTTPResponder, leader: String) {
+        let client: RPCClient
+        if let existing = leaderRPC {
+            client = existing
+        } else {
+            client = RPCClient(loop: loop)
+            leaderRPC = client
+        }
+        client.setServerAddress(leader)
+        client.forward(responder)
     }
 }

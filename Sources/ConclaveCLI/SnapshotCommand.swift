@@ -1,6 +1,7 @@
 // `conclave snapshot save|inspect` (https://developer.hashicorp.com/consul/commands/snapshot):
 // save fetches GET /v1/snapshot into a file and verifies it; inspect prints the archive's
-// ID, Size, Index, Term and Version as Consul does. Restore is not supported.
+// ID, Size, Index, Term and Version as Consul does; restore PUTs the file to /v1/snapshot
+// ("Restored snapshot", or "Error restoring snapshot: …" and exit 1).
 import Foundation
 import HTTP
 import Replication
@@ -8,7 +9,7 @@ import Replication
 enum SnapshotCommand {
     static func run(_ arguments: [String]) -> Int32 {
         guard let sub = arguments.first else {
-            printError("Usage: conclave snapshot <subcommand> [options] [args]\n\nSubcommands: inspect, save")
+            printError("Usage: conclave snapshot <subcommand> [options] [args]\n\nSubcommands: inspect, restore, save")
             return 1
         }
         let rest = Array(arguments.dropFirst())
@@ -16,11 +17,9 @@ enum SnapshotCommand {
             switch sub {
             case "save": return try save(rest)
             case "inspect": return try inspect(rest)
-            case "restore":
-                printError("Error! snapshot restore is not supported by Conclave")
-                return 1
+            case "restore": return try restore(rest)
             default:
-                printError("Unknown snapshot subcommand \"\(sub)\": use save or inspect")
+                printError("Unknown snapshot subcommand \"\(sub)\": use save, restore or inspect")
                 return 1
             }
         } catch {
@@ -67,6 +66,30 @@ enum SnapshotCommand {
             return 1
         }
         print("Saved and verified snapshot to index \(info.index)")
+        return 0
+    }
+
+    private static func restore(_ arguments: [String]) throws -> Int32 {
+        let flags = FlagSet(command: "snapshot restore")
+        APIFlags.define(on: flags)
+        let file = try fileArgument(try flags.parse(arguments))
+        guard let data = FileManager.default.contents(atPath: file) else {
+            printError("Error opening snapshot file: cannot read \(file)")
+            return 1
+        }
+        var client = try APIFlags.client(flags)
+        let response: HTTPClientResponse
+        do {
+            response = try client.request(method: "PUT", path: "/v1/snapshot", body: Array(data))
+        } catch {
+            printError("Error restoring snapshot: \(error)")
+            return 1
+        }
+        guard response.status == 200 else {
+            printError("Error restoring snapshot: Unexpected response code: \(response.status) (\(String(decoding: response.body, as: UTF8.self)))")
+            return 1
+        }
+        print("Restored snapshot")
         return 0
     }
 

@@ -12,6 +12,16 @@ public struct HTTPLimits: Sendable, Equatable {
     public var maxBodyBytes: Int
     /// Raw request-target. Over it: 414.
     public var maxURLBytes: Int
+    /// Exact request paths allowed a larger body than `maxBodyBytes` (PUT /v1/snapshot carries
+    /// a whole snapshot archive). Decided from the request-target before the body is read.
+    public var largerBodyPaths: [String: Int] = [:]
+
+    /// The body limit for a raw request-target (its path is the part before any "?").
+    public func maxBodyBytes(forTarget target: [UInt8]) -> Int {
+        guard !largerBodyPaths.isEmpty else { return maxBodyBytes }
+        let path = String(decoding: target.prefix { $0 != UInt8(ascii: "?") }, as: UTF8.self)
+        return max(maxBodyBytes, largerBodyPaths[path] ?? 0)
+    }
 
     public static let defaultMaxHeaderBytes = 64 * 1024
     public static let defaultMaxBodyBytes = 512 * 1024

@@ -29,6 +29,8 @@ public final class HTTPRequestParser {
     private var requestLineCounted = false
     private var inHead = false
     private var body: [UInt8] = []
+    /// The current request's body limit (HTTPLimits.maxBodyBytes(forTarget:)).
+    private var bodyLimit = 0
     private var pending: HTTPRequest?
 
     public init(limits: HTTPLimits = HTTPLimits()) {
@@ -166,8 +168,9 @@ public final class HTTPRequestParser {
         }
         let flags = p.flags
         let chunked = flags & F_CHUNKED.rawValue != 0
-        if !chunked, p.content_length != UInt64.max, p.content_length > UInt64(limits.maxBodyBytes) {
-            return reject(.bodyTooLarge(p.content_length, limit: limits.maxBodyBytes))
+        bodyLimit = limits.maxBodyBytes(forTarget: url)
+        if !chunked, p.content_length != UInt64.max, p.content_length > UInt64(bodyLimit) {
+            return reject(.bodyTooLarge(p.content_length, limit: bodyLimit))
         }
         if !chunked, p.content_length != UInt64.max, p.content_length > 0 {
             body.reserveCapacity(Int(p.content_length))
@@ -191,15 +194,15 @@ public final class HTTPRequestParser {
     fileprivate func chunkHeader() -> Int32 {
         // content_length holds the announced chunk size: refuse before buffering it.
         let size = UInt64(body.count) &+ parser.pointee.content_length
-        if size > UInt64(limits.maxBodyBytes) || size < UInt64(body.count) {
-            return reject(.bodyTooLarge(size, limit: limits.maxBodyBytes))
+        if size > UInt64(bodyLimit) || size < UInt64(body.count) {
+            return reject(.bodyTooLarge(size, limit: bodyLimit))
         }
         return 0
     }
 
     fileprivate func bodyBytes(_ p: UnsafeBufferPointer<UInt8>) -> Int32 {
-        if body.count + p.count > limits.maxBodyBytes {
-            return reject(.bodyTooLarge(UInt64(body.count + p.count), limit: limits.maxBodyBytes))
+        if body.count + p.count > bodyLimit {
+            return reject(.bodyTooLarge(UInt64(body.count + p.count), limit: bodyLimit))
         }
         body.append(contentsOf: p)
         return 0

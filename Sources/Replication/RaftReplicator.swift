@@ -49,7 +49,7 @@ public final class RaftReplicator {
     private var accumulating = PersistBatch()
     private var inFlight: PersistBatch?
 
-    private var proposals: [UInt64: PendingProposal] = [:]
+    var proposals: [UInt64: PendingProposal] = [:]
     private var reads: [UInt64: PendingRead] = [:]
     private var nextReadContext: UInt64 = 1
     var forwarding = ForwardingState()
@@ -197,6 +197,10 @@ public final class RaftReplicator {
         guard started, !closed else { completion(.failure(.closed)); return }
         guard command.first != AddressRecord.firstByte else {
             completion(.failure(.rejected("commands may not start with byte \(AddressRecord.firstByte), reserved for Raft")))
+            return
+        }
+        guard !restoreRefusesProposals else {
+            completion(.failure(.rejected("a snapshot restore is in progress; retry")))
             return
         }
         guard proposals.count < config.maxPendingProposals else {
@@ -391,6 +395,7 @@ public final class RaftReplicator {
             }
         }
         for ready in batch.readies { node.advance(ready) }
+        restoreTick()
         if let (_, applied) = done.applied, !applied.results.isEmpty { onApplied?(applied) }
         if !batch.committed.isEmpty {
             committedEntriesApplied(batch.committed)

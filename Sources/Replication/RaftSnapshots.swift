@@ -29,6 +29,9 @@ enum SnapshotEvent: Sendable {
     case installLoaded(stream: UInt64, Result<StateSnapshot.LoadOutcome, SnapshotFailure>)
     case archiveDumped(request: UInt64, Result<(UInt64, [UInt8]), SnapshotFailure>)
     case archiveReady(request: UInt64, index: UInt64, archive: [UInt8])
+    /// A user restore's archive was verified (its index and dump) or refused (RaftRestore.swift).
+    case restoreVerified(Result<(UInt64, [UInt8]), SnapshotFailure>)
+    case restoreLoaded(Result<StateSnapshot.LoadOutcome, SnapshotFailure>)
 }
 
 /// A leader's dump, in its temporary file.
@@ -105,6 +108,8 @@ struct SnapshotActivity {
     var archives: [UInt64: (Result<(index: UInt64, archive: [UInt8]), RaftCommitError>) -> Void] = [:]
     /// The last snapshot each peer acknowledged, and when.
     var recentlySent: [NodeID: (index: UInt64, atMilliseconds: UInt64)] = [:]
+    /// The user restore in progress (PUT /v1/snapshot), at most one.
+    var restore: RestoreOperation?
     /// Counters (a metrics backend would export these).
     var sent = 0
     var installed = 0
@@ -122,6 +127,7 @@ extension RaftReplicator {
     // MARK: Compaction
 
     func snapshotTick() {
+        restoreTick()
         let now = loop.nowMilliseconds
         for outgoing in Array(snapshots.outgoing.values) { pump(outgoing) }
         for outgoing in Array(snapshots.outgoing.values)
@@ -188,12 +194,17 @@ extension RaftReplicator {
             archiveDumped(request: request, result)
         case let .archiveReady(request, index, archive):
             snapshots.archives.removeValue(forKey: request)?(.success((index, archive)))
+        case let .restoreVerified(result):
+            restoreVerified(result)
+        case let .restoreLoaded(result):
+            restoreLoaded(result)
         }
     }
 
     // MARK: Leader: sending
 
     func sendSnapshot(to peer: NodeID, term: UInt64, _ metadata: SnapshotMetadata) {
+        if deferSnapshotForRestore(to: peer, term: term) { return }
         guard snapshots.outgoing[peer] == nil else {
             logger.debug("raft: snapshot to peer already in flight", metadata: ["peer": "\(peer)"])
             return
@@ -558,6 +569,7 @@ extension RaftReplicator {
     }
 
     func closeSnapshotStreams() {
+        finishRestore(.failure(.failed(.closed)))
         let archives = snapshots.archives
         snapshots.archives = [:]
         for completion in archives.values { completion(.failure(.closed)) }

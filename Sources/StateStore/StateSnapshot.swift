@@ -137,14 +137,27 @@ public enum StateSnapshot {
         try load(into: environment) { () throws(StateSnapshotError) in try FileSource(path: path) }
     }
 
-    private static func load<Source: DumpSource>(into environment: Environment,
+    /// A user restore (PUT /v1/snapshot): replaces the state by the dump unconditionally, in ONE
+    /// write transaction, as if every table had changed at `restoreIndex`: every 8-byte value
+    /// of the "meta" database under a key ending in "Index" (the applied index, the table
+    /// indexes such as "kvIndex") becomes `restoreIndex`, so the applied index matches the
+    /// leader's new log point and X-Consul-Index never goes backwards. Validated first; a bad
+    /// dump never touches the environment. `restoreIndex` must be at least the dump's own.
+    public static func restore(_ bytes: [UInt8], into environment: Environment, restoreIndex: UInt64) throws -> LoadOutcome {
+        try load(into: environment, restoreIndex: restoreIndex) { () throws(StateSnapshotError) in ArraySource(bytes: bytes) }
+    }
+
+    private static func load<Source: DumpSource>(into environment: Environment, restoreIndex: UInt64? = nil,
                                                  _ open: () throws(StateSnapshotError) -> Source) throws -> LoadOutcome {
         var checked = try open()
         let summary = try parse(&checked, maxKeySize: environment.maxKeySize, database: { _ in }, record: { _, _ in })
+        if let restoreIndex, restoreIndex < summary.appliedIndex {
+            throw StateSnapshotError.malformed("restore index \(restoreIndex) below the dump's applied index \(summary.appliedIndex)")
+        }
         return try environment.write { txn -> LoadOutcome in
             let meta = try txn.openOrCreateDatabase(metaDatabase)
             let local = try txn.get(meta, appliedIndexKey).flatMap { UInt64(bigEndianBytes: $0) } ?? 0
-            guard summary.appliedIndex > local else { return .skipped(localAppliedIndex: local) }
+            guard restoreIndex != nil || summary.appliedIndex > local else { return .skipped(localAppliedIndex: local) }
             for name in try txn.databaseNames() {
                 try txn.clear(try txn.openOrCreateDatabase(name))
             }
@@ -160,6 +173,18 @@ public enum StateSnapshot {
                 do throws(StorageError) { _ = try txn.put(db, key: key, value: value) } catch { failure = error }
             })
             if let failure { throw failure }
+            if let restoreIndex {
+                let meta = try txn.openOrCreateDatabase(metaDatabase)
+                var indexKeys: [[UInt8]] = [appliedIndexKey]
+                let cursor = try txn.cursor(meta)
+                var record = try cursor.first()
+                while let (key, value) = record {
+                    if value.count == 8, key.count > 5, Array(key.suffix(5)) == Array("Index".utf8) { indexKeys.append(key) }
+                    record = try cursor.next()
+                }
+                for key in indexKeys { _ = try txn.put(meta, key: key, value: restoreIndex.bigEndianBytes) }
+                return .loaded(appliedIndex: restoreIndex)
+            }
             return .loaded(appliedIndex: summary.appliedIndex)
         }
     }

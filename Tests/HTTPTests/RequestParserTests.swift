@@ -228,6 +228,18 @@ func parse(_ s: String, limits: HTTPLimits = HTTPLimits()) -> HTTPParseResult {
         #expect(ok.error == nil && ok.requests.first?.body.count == 10)
     }
 
+    @Test func aLargerBodyPathGetsItsOwnLimitAndOthersKeepTheDefault() {
+        var limits = HTTPLimits(maxBodyBytes: 10)
+        limits.largerBodyPaths["/v1/snapshot"] = 20
+        let big = parse([bytes("PUT /v1/snapshot?dc=dc1 HTTP/1.1\r\nContent-Length: 20\r\n\r\n"), [UInt8](repeating: 1, count: 20)], limits: limits)
+        #expect(big.error == nil && big.requests.first?.body.count == 20)
+        #expect(parse("PUT /v1/snapshot HTTP/1.1\r\nContent-Length: 21\r\n\r\n", limits: limits).error?.status == 413)
+        #expect(parse("PUT /v1/snapshots HTTP/1.1\r\nContent-Length: 11\r\n\r\n", limits: limits).error?.status == 413)
+        #expect(parse("PUT /v1/kv/a HTTP/1.1\r\nContent-Length: 11\r\n\r\n", limits: limits).error?.status == 413)
+        let chunked = parse("PUT /v1/snapshot HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nf\r\nabcdefghijklmno\r\n0\r\n\r\n", limits: limits)
+        #expect(chunked.error == nil && chunked.requests.first?.body.count == 15)
+    }
+
     @Test func urlOverLimitIs414() {
         let limits = HTTPLimits(maxURLBytes: 100)
         #expect(parse("GET /\(String(repeating: "a", count: 99)) HTTP/1.1\r\n\r\n", limits: limits).error == nil)

@@ -107,6 +107,35 @@ struct StateSnapshotTests {
         }
     }
 
+    /// A user restore loads an older dump over a newer state, and sets the applied index and
+    /// every table index of "meta" to the restore index (X-Consul-Index never goes backwards).
+    @Test func aRestoreLoadsAnOlderDumpAtTheGivenIndex() throws {
+        try withDriver { source in
+            try populate(source)
+            let (applied, dump) = try StateSnapshot.dump(source.environment)
+            try withDriver { target in
+                for i in 0 ..< 60 { try target.run(.set(key: "mine/\(i)", value: bytes("m"), flags: 0)) }
+                #expect(try target.store.get("mine/0").index == 60)
+                #expect(throws: (any Error).self) { try StateSnapshot.restore(dump, into: target.environment, restoreIndex: applied - 1) }
+                #expect(try target.store.get("mine/0").entry != nil)
+                #expect(try StateSnapshot.restore(dump, into: target.environment, restoreIndex: 100) == .loaded(appliedIndex: 100))
+                #expect(try target.store.appliedIndex() == 100)
+                #expect(try target.store.get("mine/0").entry == nil)
+                #expect(try target.store.get("k/3").entry?.value == bytes("v3"))
+                #expect(try target.store.get("k/3").index == 100)
+                var expected = try everything(source.environment)
+                var sourceMeta = expected["meta"]!
+                for key in sourceMeta.keys { sourceMeta[key] = UInt64(100).bigEndianBytes }
+                expected["meta"] = sourceMeta
+                #expect(try everything(target.environment) == expected)
+                // A bad dump is refused before anything changes.
+                let before = try everything(target.environment)
+                #expect(throws: (any Error).self) { try StateSnapshot.restore(Array(dump.dropLast()), into: target.environment, restoreIndex: 200) }
+                #expect(try everything(target.environment) == before)
+            }
+        }
+    }
+
     @Test func badDumpsAreRejectedBeforeTouchingTheState() throws {
         try withDriver { source in
             try populate(source)
