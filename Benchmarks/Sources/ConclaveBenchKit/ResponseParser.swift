@@ -10,6 +10,13 @@ public struct ParsedResponse: Equatable, Sendable {
     public var keepAlive: Bool
     /// The value of `X-Consul-Index`, when present (CAS reads use the body's ModifyIndex instead).
     public var consulIndex: UInt64?
+
+    public init(status: Int, body: [UInt8], keepAlive: Bool, consulIndex: UInt64?) {
+        self.status = status
+        self.body = body
+        self.keepAlive = keepAlive
+        self.consulIndex = consulIndex
+    }
 }
 
 public struct ResponseParseError: Error, Equatable, CustomStringConvertible {

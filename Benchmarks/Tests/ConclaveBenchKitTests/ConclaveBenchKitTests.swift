@@ -4,7 +4,7 @@
 import ArgumentParser
 import Foundation
 import Testing
-@testable import ConclaveBenchKit
+import ConclaveBenchKit
 
 @Suite("conclave-bench options")
 struct OptionsTests {
