@@ -135,6 +135,10 @@ final class BenchRunner {
                 let rendered = Table.render([Table.row(result)]).split(separator: "\n").map(String.init)
                 if results.count == 1 { say(rendered[0]) }
                 say(rendered.last ?? "")
+                if workload == .cas {
+                    say(String(format: "  cas: %d read-then-CAS operations, %d answered false (lost the race: %.1f%%)", outcome.operations,
+                               outcome.casConflicts, outcome.operations > 0 ? 100 * Double(outcome.casConflicts) / Double(outcome.operations) : 0))
+                }
                 if options.json { print(result.jsonLine()); fflush(nil) }
             }
         }

@@ -250,19 +250,22 @@ final class LoadWorker: @unchecked Sendable {
         switch request.kind {
         case .casRead:
             guard response.status == 200 || response.status == 404, let key = connection.casKey else {
-                record(error: "status \(response.status)")
+                record(error: statusError(response))
                 connection.operationStart = nil
                 return nil
             }
             let index = response.status == 404 ? 0 : (RequestEncoding.modifyIndex(in: response.body) ?? 0)
             connection.operationStart = operationStart
+            // A value unchanged from the stored one is skipped by the state store (as in Consul) and
+            // would answer true without a new ModifyIndex: stamp each write so every CAS changes the key.
+            let stamped = RequestEncoding.stamped(value, "\(connection.id)-\(connection.sequence)-")
             return PendingRequest(kind: .casWrite,
-                                  bytes: RequestEncoding.conclavePut(key: key, value: value, cas: index, host: connection.hostHeader),
+                                  bytes: RequestEncoding.conclavePut(key: key, value: stamped, cas: index, host: connection.hostHeader),
                                   sentNanos: now)
         case .casWrite:
             connection.operationStart = nil
             guard response.status == 200 else {
-                record(error: "status \(response.status)")
+                record(error: statusError(response))
                 return nil
             }
             if response.body != Array("true".utf8) { casConflicts += 1 }
@@ -272,7 +275,7 @@ final class LoadWorker: @unchecked Sendable {
             // A missing key is an error here: every read targets a preloaded key. etcd answers a
             // range of a missing key with 200 and no "kvs".
             guard response.status == 200 else {
-                record(error: "status \(response.status)")
+                record(error: statusError(response))
                 return nil
             }
             if plan.system == .etcd && !RequestEncoding.contains(response.body, kvsField) {
@@ -283,7 +286,7 @@ final class LoadWorker: @unchecked Sendable {
             return nil
         case .write:
             guard response.status == 200 else {
-                record(error: "status \(response.status)")
+                record(error: statusError(response))
                 return nil
             }
             if plan.system == .conclave && response.body != Array("true".utf8) {
@@ -294,6 +297,15 @@ final class LoadWorker: @unchecked Sendable {
             if plan.recordTimeline { writeTimeline.append((request.sentNanos, now)) }
             return nil
         }
+    }
+
+    /// "status 500 No cluster leader": the code and the start of a short text answer, so different
+    /// causes of one status are told apart (bounded: 40 bytes, JSON bodies left out).
+    private func statusError(_ response: ParsedResponse) -> String {
+        let text = String(decoding: response.body.prefix(40), as: UTF8.self)
+        guard !text.isEmpty, !text.hasPrefix("{"), !text.hasPrefix("["),
+              text.unicodeScalars.allSatisfy({ $0.value >= 32 && $0.value < 127 }) else { return "status \(response.status)" }
+        return "status \(response.status) \(text)"
     }
 
     private func complete(start: UInt64, end: UInt64) {

@@ -85,6 +85,13 @@ public enum RequestEncoding {
         return false
     }
 
+    /// `value` with its first bytes replaced by `stamp` (the size stays; a longer stamp is cut).
+    public static func stamped(_ value: [UInt8], _ stamp: String) -> [UInt8] {
+        var out = value
+        for (i, byte) in stamp.utf8.prefix(out.count).enumerated() { out[i] = byte }
+        return out
+    }
+
     /// The value bytes for a workload: `size` printable bytes, deterministic.
     public static func value(size: Int) -> [UInt8] {
         (0..<size).map { UInt8(ascii: "a") + UInt8($0 % 26) }

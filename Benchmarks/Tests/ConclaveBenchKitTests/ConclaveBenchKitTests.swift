@@ -167,6 +167,8 @@ struct RequestEncodingTests {
     @Test func valuesHaveTheRequestedSize() {
         #expect(RequestEncoding.value(size: 256).count == 256)
         #expect(RequestEncoding.value(size: 0).isEmpty)
+        #expect(RequestEncoding.stamped(Array("abcdef".utf8), "1-2-") == Array("1-2-ef".utf8))
+        #expect(RequestEncoding.stamped(Array("ab".utf8), "1-2-") == Array("1-".utf8))
     }
 }
 
