@@ -28,21 +28,23 @@ final class BenchRunner {
             return
         }
         if options.target != nil {
-            try runAll(system: .conclave, fixedTargets: options.targets, cluster: nil)
+            try runAll([SystemUnderTest(system: .conclave, fixedTargets: options.targets, cluster: nil)])
         } else {
             let binary = try ensureConclaveBinary()
             let count = options.servers!
-            do {
-                let cluster = try ConclaveCluster(count: count, binary: binary, configFile: options.configFile, log: say)
-                defer { cluster.stop() }
-                try runAll(system: .conclave, fixedTargets: nil, cluster: cluster)
-            }
+            let conclave = try ConclaveCluster(count: count, binary: binary, configFile: options.configFile, log: say)
+            defer { conclave.stop() }
+            var systems = [SystemUnderTest(system: .conclave, fixedTargets: nil, cluster: conclave)]
+            var etcdCluster: EtcdCluster?
+            defer { etcdCluster?.stop() }
             if options.compareEtcd {
+                // Both clusters stay up and the rows alternate (Conclave, then etcd, per workload and
+                // connection count), so a change in the machine's load hits both sides of a ratio alike.
                 let etcd = try EtcdCluster.ensureInstalled(log: say)
-                let cluster = try EtcdCluster(count: count, binary: etcd, log: say)
-                defer { cluster.stop() }
-                try runAll(system: .etcd, fixedTargets: nil, cluster: cluster)
+                etcdCluster = try EtcdCluster(count: count, binary: etcd, log: say)
+                systems.append(SystemUnderTest(system: .etcd, fixedTargets: nil, cluster: etcdCluster!))
             }
+            try runAll(systems)
         }
         printSummary()
     }
@@ -64,6 +66,7 @@ final class BenchRunner {
         ]
         if let configFile = o.configFile { lines.append("agent config file: \(configFile)") }
         if o.compareEtcd {
+            lines.append("etcd: started beside Conclave (both clusters up; rows alternate Conclave, etcd per workload and connection count)")
             lines.append("etcd: same cluster size, v3 JSON gateway (put: POST /v3/kv/put; get: POST /v3/kv/range, \(o.consistencyMode == .stale ? "serializable" : "linearizable"))")
         }
         lines.append("durability: Conclave acknowledges a write after it is fsync'd on a majority and applied; etcd (defaults) after its WAL is fsync'd on a majority and applied")
@@ -96,52 +99,68 @@ final class BenchRunner {
 
     // MARK: Runs
 
-    private func runAll(system: System, fixedTargets: [Target]?, cluster: BenchCluster?) throws {
-        var preloaded = false
-        let serverCount = cluster?.targets.count ?? fixedTargets!.count
+    struct SystemUnderTest {
+        var system: System
+        var fixedTargets: [Target]?
+        var cluster: BenchCluster?
+    }
+
+    private func runAll(_ systems: [SystemUnderTest]) throws {
+        var preloaded = Set<String>()
         for workload in options.workloads {
             if workload == .import {
-                guard system == .conclave else { continue }
-                results.append(try runImport(targets: try targets(fixedTargets, cluster), servers: serverCount))
+                for sut in systems where sut.system == .conclave {
+                    let serverCount = sut.cluster?.targets.count ?? sut.fixedTargets!.count
+                    results.append(try runImport(targets: try targets(sut.fixedTargets, sut.cluster), servers: serverCount))
+                }
                 continue
             }
-            if [.get, .mixed, .cas].contains(workload) && !preloaded {
-                try preload(system: system, targets: try targets(fixedTargets, cluster))
-                preloaded = true
+            if [.get, .mixed, .cas].contains(workload) {
+                for sut in systems where !preloaded.contains(sut.system.rawValue) {
+                    try preload(system: sut.system, targets: try targets(sut.fixedTargets, sut.cluster))
+                    preloaded.insert(sut.system.rawValue)
+                }
             }
             for connections in options.connectionCounts {
-                let runTargets = try targets(fixedTargets, cluster)
-                var plan = LoadPlan(system: system, workload: workload, connections: connections,
-                                    durationSeconds: options.duration, requestCap: options.requests,
-                                    valueSize: options.valueSize, consistency: options.consistencyMode,
-                                    readRatio: options.readRatio, keys: options.keys, targets: runTargets,
-                                    clientLoops: options.clientLoops, putPrefix: "bench/put/\(runTag())")
-                if options.warmup > 0 {
-                    var warm = plan
-                    warm.durationSeconds = options.warmup
-                    warm.requestCap = 0
-                    warm.putPrefix = "bench/warm/\(runTag())"
-                    _ = try LoadDriver.run(warm)
+                for sut in systems {
+                    try runOne(sut, workload: workload, connections: connections)
                 }
-                let startedAt = iso8601Now()
-                let outcome = try LoadDriver.run(plan)
-                plan.putPrefix = ""
-                let result = RunResult(settings: options.settings(system: system, workload: workload, connections: connections,
-                                                                  servers: serverCount),
-                                       startedAt: startedAt, elapsedSeconds: outcome.elapsedSeconds, operations: outcome.operations,
-                                       latencyMs: LatencySummary(histogram: outcome.histogram), errors: outcome.errors,
-                                       extra: workload == .cas ? ["casConflicts": Double(outcome.casConflicts)] : [:])
-                results.append(result)
-                let rendered = Table.render([Table.row(result)]).split(separator: "\n").map(String.init)
-                if results.count == 1 { say(rendered[0]) }
-                say(rendered.last ?? "")
-                if workload == .cas {
-                    say(String(format: "  cas: %d read-then-CAS operations, %d answered false (lost the race: %.1f%%)", outcome.operations,
-                               outcome.casConflicts, outcome.operations > 0 ? 100 * Double(outcome.casConflicts) / Double(outcome.operations) : 0))
-                }
-                if options.json { print(result.jsonLine()); fflush(nil) }
             }
         }
+    }
+
+    private func runOne(_ sut: SystemUnderTest, workload: Workload, connections: Int) throws {
+        let system = sut.system
+        let serverCount = sut.cluster?.targets.count ?? sut.fixedTargets!.count
+        let runTargets = try targets(sut.fixedTargets, sut.cluster)
+        let plan = LoadPlan(system: system, workload: workload, connections: connections,
+                            durationSeconds: options.duration, requestCap: options.requests,
+                            valueSize: options.valueSize, consistency: options.consistencyMode,
+                            readRatio: options.readRatio, keys: options.keys, targets: runTargets,
+                            clientLoops: options.clientLoops, putPrefix: "bench/put/\(runTag())")
+        if options.warmup > 0 {
+            var warm = plan
+            warm.durationSeconds = options.warmup
+            warm.requestCap = 0
+            warm.putPrefix = "bench/warm/\(runTag())"
+            _ = try LoadDriver.run(warm)
+        }
+        let startedAt = iso8601Now()
+        let outcome = try LoadDriver.run(plan)
+        let result = RunResult(settings: options.settings(system: system, workload: workload, connections: connections,
+                                                          servers: serverCount),
+                               startedAt: startedAt, elapsedSeconds: outcome.elapsedSeconds, operations: outcome.operations,
+                               latencyMs: LatencySummary(histogram: outcome.histogram), errors: outcome.errors,
+                               extra: workload == .cas ? ["casConflicts": Double(outcome.casConflicts)] : [:])
+        results.append(result)
+        let rendered = Table.render([Table.row(result)]).split(separator: "\n").map(String.init)
+        if results.count == 1 { say(rendered[0]) }
+        say(rendered.last ?? "")
+        if workload == .cas {
+            say(String(format: "  cas: %d read-then-CAS operations, %d answered false (lost the race: %.1f%%)", outcome.operations,
+                       outcome.casConflicts, outcome.operations > 0 ? 100 * Double(outcome.casConflicts) / Double(outcome.operations) : 0))
+        }
+        if options.json { print(result.jsonLine()); fflush(nil) }
     }
 
     private func targets(_ fixed: [Target]?, _ cluster: BenchCluster?) throws -> [Target] {
