@@ -63,6 +63,7 @@ let package = Package(
                                                              .product(name: "Metrics", package: "swift-metrics")]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP", "EventLoop", "TestSupport"]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "HTTP", "EventLoop", "Replication", "TestSupport",
+                                                 "Gossip", "GossipCore", "StateStore", "Storage",
                                                  .product(name: "Metrics", package: "swift-metrics")]),
         .testTarget(name: "ConclaveCLITests", dependencies: ["ConclaveCLI", "Agent", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ProcessTests", dependencies: ["HTTP", "EventLoop", .product(name: "Logging", package: "swift-log")]),

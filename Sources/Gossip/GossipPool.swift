@@ -47,6 +47,10 @@ public struct GossipMemberStatus: Sendable, Equatable {
     public var statusName: String {
         switch serfStatus { case 1: "alive"; case 2: "leaving"; case 3: "left"; case 4: "failed"; default: "none" }
     }
+    public init(member: Member, serfStatus: Int) {
+        self.member = member
+        self.serfStatus = serfStatus
+    }
 }
 
 public final class GossipPool {

@@ -57,6 +57,8 @@ public final class RaftReplicator {
     /// Highest index each peer acknowledged to this leader (from AppendEntries answers); the
     /// catch-up test before promoting a non-voter.
     var matchIndex: [NodeID: UInt64] = [:]
+    /// When this server last heard from the leader of its term (loop clock).
+    private(set) var lastLeaderContactMilliseconds: UInt64?
     /// Where this server's transport can be reached by the others.
     private(set) var advertiseAddress: String?
     let metrics: RaftMetrics
@@ -286,6 +288,12 @@ public final class RaftReplicator {
         }
         logger.debug("raft: message received", metadata: ["from": "\(message.from)", "term": "\(message.term)"])
         node.step(message)
+        if message.from == node.leader, message.term == node.term {
+            switch message.body {
+            case .appendEntries, .heartbeat, .installSnapshot: lastLeaderContactMilliseconds = loop.nowMilliseconds
+            default: break
+            }
+        }
         drain()
     }
 

@@ -15,6 +15,9 @@ public protocol ReplicatedLog: AnyObject {
     var leaderAddress: String? { get }
     /// Addresses of the voting servers (Consul's `/v1/status/peers`).
     var voterAddresses: [String] { get }
+    /// Milliseconds since this server last heard from a leader: 0 on the leader, nil if it
+    /// never has (Consul's `X-Consul-LastContact` for `?stale` reads).
+    var millisecondsSinceLeaderContact: UInt64? { get }
     func start()
     func close()
     /// Appends a command; completes on the loop thread once it is committed and applied here.
@@ -28,7 +31,18 @@ public protocol ReplicatedLog: AnyObject {
     func leaderReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void)
 }
 
+extension ReplicatedLog {
+    /// A log that is its own leader (one node) is always in contact.
+    public var millisecondsSinceLeaderContact: UInt64? { 0 }
+}
+
 extension RaftReplicator: ReplicatedLog {
+    public var millisecondsSinceLeaderContact: UInt64? {
+        if isLeader { return 0 }
+        guard let last = lastLeaderContactMilliseconds else { return nil }
+        return loop.nowMilliseconds - min(last, loop.nowMilliseconds)
+    }
+
     public var knownLeader: Bool { leaderID != nil }
     public var voterAddresses: [String] { configuration.voters.map { addressBook[$0] ?? "" } }
 

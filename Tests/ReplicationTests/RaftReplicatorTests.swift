@@ -59,6 +59,22 @@ struct RaftReplicatorTests {
         #expect(indexes == indexes.sorted())
     }
 
+    @Test func aFollowerReportsTimeSinceItsLeaderLastSpoke() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let followers = ([1, 2, 3] as [NodeID]).filter { $0 != leader }
+        #expect(try cluster.servers[leader]!.run { $0.millisecondsSinceLeaderContact } == 0)
+        // Heartbeats every 10 ms keep a follower's figure small while the leader runs.
+        #expect(try eventually { try cluster.servers[followers[0]]!.run { ($0.millisecondsSinceLeaderContact ?? .max) < 1_000 } })
+        // Without a quorum no new leader can arise, so the figure only grows.
+        try cluster.stop(leader)
+        try cluster.stop(followers[1])
+        usleep(400_000)
+        let silent = try cluster.servers[followers[0]]!.run { $0.millisecondsSinceLeaderContact }
+        #expect((silent ?? 0) >= 350, "\(String(describing: silent)) ms")
+    }
+
     @Test func stoppingTheLeaderElectsAnotherAndWritesContinue() throws {
         let cluster = try TestCluster(size: 3)
         defer { cluster.shutdown() }
