@@ -327,6 +327,7 @@ extension RaftReplicator {
 
     func expireForwards() {
         let now = loop.nowMilliseconds
+        failForwardsToAFormerLeader()
         for (requestID, read) in forwarding.outstandingReads where read.deadlineMilliseconds <= now {
             forwarding.outstandingReads[requestID] = nil
             read.completion(.failure(.timeout("leader \(read.leader) did not grant a read index within \(config.readTimeoutMilliseconds) ms")))
@@ -339,6 +340,24 @@ extension RaftReplicator {
             forwarding.outstanding[requestID] = nil
             forward.completion(.failure(.timeout(
                 "leader \(forward.leader) did not answer a forwarded write within \(config.forwardTimeoutMilliseconds) ms")))
+        }
+    }
+
+    /// Once another leader is known, the old one will never answer what it was sent (it died,
+    /// or lost its leadership and answers only what it had applied). Waiting out the forward
+    /// timeout would stall those callers for seconds after a failover, so they learn now: a read
+    /// may simply be asked again (.notLeader with no address makes the HTTP layer retry it), a
+    /// write may or may not have been committed, so it fails without a retry.
+    private func failForwardsToAFormerLeader() {
+        guard let current = node.leader else { return }
+        for (requestID, read) in forwarding.outstandingReads where read.leader != current {
+            forwarding.outstandingReads[requestID] = nil
+            read.completion(.failure(.notLeader(leaderAddress: nil)))
+        }
+        for (requestID, forward) in forwarding.outstanding where forward.leader != current {
+            forwarding.outstanding[requestID] = nil
+            forward.completion(.failure(.timeout(
+                "leader \(forward.leader) was replaced by \(current) before answering a forwarded write; it may or may not have been applied")))
         }
     }
 

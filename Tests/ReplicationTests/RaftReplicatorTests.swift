@@ -255,6 +255,30 @@ struct RaftReplicatorTests {
         }
     }
 
+    @Test func aWriteForwardedToADeadLeaderFailsOnceANewLeaderIsKnown() throws {
+        var config = RaftReplicatorConfig.fastForTests()
+        config.forwardTimeoutMilliseconds = 60_000  // far beyond the test: only the leader change can end it
+        config.raft.electionTicks = 30  // 0.3–0.6 s: the followers still name the old leader for a while
+        let cluster = try TestCluster(size: 3, config: config)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let follower = try #require(([1, 2, 3] as [NodeID]).first { $0 != leader })
+        try cluster.stop(leader)
+        let started = Date()
+        let outcomes = try cluster.write(on: follower, prefix: "orphan", count: 1, seconds: 20)
+        let elapsed = Date().timeIntervalSince(started)
+        let result = try #require(outcomes.all.first?.result)
+        guard case let .failure(.timeout(reason)) = result else {
+            Issue.record("expected the write to fail as of unknown outcome, got \(result)")
+            return
+        }
+        #expect(reason.contains("replaced"), "\(reason)")
+        #expect(elapsed < 20, "failed after \(elapsed) s, not at the forward timeout")
+        // The new leader takes writes again.
+        let next = try #require(try cluster.waitForLeader(excluding: leader))
+        #expect(try cluster.write(on: next, prefix: "after", count: 1).acknowledgedKeys.count == 1)
+    }
+
     @Test func consistentReadIndexOnTheLeaderCoversAcknowledgedWrites() throws {
         let cluster = try TestCluster(size: 3)
         defer { cluster.shutdown() }
