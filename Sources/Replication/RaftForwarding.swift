@@ -40,6 +40,9 @@ struct ForwardingState {
         var leader: NodeID
         var deadlineMilliseconds: UInt64
         var completion: (Result<CommitOutcome, RaftCommitError>) -> Void
+        /// An operator request (transfer, removal) may itself move the leadership, and the old
+        /// leader still answers it: a leader change does not end it early.
+        var isOperatorRequest = false
     }
 }
 
@@ -303,7 +306,7 @@ extension RaftReplicator {
         forwarding.nextRequestID += 1
         forwarding.outstanding[requestID] = ForwardingState.Outstanding(
             leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.membershipChangeTimeoutMilliseconds,
-            completion: { result in completion(result.map(\.index)) })
+            completion: { result in completion(result.map(\.index)) }, isOperatorRequest: true)
         transport.sendFrame(ForwardFrame.operatorRequest(id: requestID, origin: id, operation: operation, target: target).encoded(),
                             to: leader)
     }
@@ -354,7 +357,7 @@ extension RaftReplicator {
             forwarding.outstandingReads[requestID] = nil
             read.completion(.failure(.notLeader(leaderAddress: nil)))
         }
-        for (requestID, forward) in forwarding.outstanding where forward.leader != current {
+        for (requestID, forward) in forwarding.outstanding where forward.leader != current && !forward.isOperatorRequest {
             forwarding.outstanding[requestID] = nil
             forward.completion(.failure(.timeout(
                 "leader \(forward.leader) was replaced by \(current) before answering a forwarded write; it may or may not have been applied")))

@@ -57,6 +57,8 @@ public final class RaftReplicator {
     /// Highest index each peer acknowledged to this leader (from AppendEntries answers); the
     /// catch-up test before promoting a non-voter.
     var matchIndex: [NodeID: UInt64] = [:]
+    /// Each follower's replication mode last logged ("probe", "replicate", "snapshot").
+    var loggedReplicationModes: [NodeID: String] = [:]
     /// When this server last heard from the leader of its term (loop clock).
     private(set) var lastLeaderContactMilliseconds: UInt64?
     /// Where this server's transport can be reached by the others.
@@ -271,6 +273,7 @@ public final class RaftReplicator {
         guard !closed else { return }
         node.tick()
         sampleReplicationMetrics()
+        logReplicationModeChanges()
         expireWaiters()
         snapshotTick()
         drain()
