@@ -68,6 +68,9 @@ final class ServerRaft {
     static let reconcileIntervalMilliseconds: UInt64 = 1_000
     /// The pre-bootstrap peer check is under way (one at a time).
     private var bootstrapCheckInFlight = false
+    /// A server did not answer the last check: the reconcile timer runs it again (only then,
+    /// so a refusal is not logged every second).
+    private var bootstrapCheckRetry = false
     private var closed = false
     /// Each server asked before bootstrapping must answer within this.
     static let bootstrapCheckTimeoutMilliseconds: UInt64 = 5_000
@@ -128,8 +131,13 @@ final class ServerRaft {
         timer.start(afterMilliseconds: Self.reconcileIntervalMilliseconds,
                     repeatMilliseconds: Self.reconcileIntervalMilliseconds) { [weak self] in
             guard let self else { return }
-            // Before bootstrap the timer retries a peer check that could not reach a server.
-            if self.replicator == nil { self.maybeBootstrap() } else { self.reconcile() }
+            if self.replicator != nil {
+                self.reconcile()
+            } else if self.bootstrapCheckRetry {
+                // Before bootstrap the timer retries a peer check that could not reach a server.
+                self.bootstrapCheckRetry = false
+                self.maybeBootstrap()
+            }
         }
         reconcileTimer = timer
     }
@@ -212,6 +220,8 @@ final class ServerRaft {
                     }
                 } else if unreachable.isEmpty {
                     self.bootstrap(voters)
+                } else {
+                    self.bootstrapCheckRetry = true
                 }
             }
         }
