@@ -8,7 +8,7 @@
 //   GossipCore    SWIM membership with Lifeguard as a deterministic state machine (no I/O)
 //   Gossip        the gossip transport: runs GossipCore on the loop over UDP + TCP, encryption
 //   StateStore    the replicated state machine's tables (KV) and their binary commands
-//   Replication   the durable command log: disk thread, group commit, apply (one node for now)
+//   Replication   the replicated command log: RaftReplicator (RaftCore on the loop), Raft transport, disk thread
 //   HTTP          HTTP/1.1 parsing, responses, the server on the loop, a small blocking client
 //   Agent         configuration and wiring; Consul's HTTP API endpoints; blocking queries
 //   ConclaveCLI   the `conclave` command line (agent, kv, version)

@@ -1,7 +1,7 @@
-// The replicated command log of a multi-server cluster: drives a RaftNode on the loop thread
-// (ticks from a LoopTimer, messages from the RaftTransport), persists and applies on the disk
-// thread with group commit, and answers writes once committed and applied.
-// Same loop-side shape as SingleNodeLog, which it replaces for clusters.
+// The replicated command log of every server (a `-dev` or `-bootstrap` server is a cluster of
+// one voter): drives a RaftNode on the loop thread (ticks from a LoopTimer, messages from the
+// RaftTransport), persists and applies on the disk thread with group commit, and answers
+// writes once committed and applied.
 import EventLoop
 import Logging
 import Metrics
