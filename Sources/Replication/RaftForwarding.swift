@@ -246,6 +246,13 @@ extension RaftReplicator {
 
     /// Asks the leader for a read index; the read completes once this server applied it.
     func forwardReadIndex(to leader: NodeID, completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        sendReadRequest(to: leader, completion: completion) { ForwardFrame.readRequest(id: $0, origin: $1) }
+    }
+
+    /// Registers an outstanding read (bounded with everything else forwarded) and sends the
+    /// request frame `frame(requestID, origin)` to the leader.
+    private func sendReadRequest(to leader: NodeID, completion: @escaping (Result<UInt64, RaftCommitError>) -> Void,
+                                 frame: (UInt64, NodeID) -> ForwardFrame) {
         guard forwarding.count < config.maxOutstandingForwards else {
             completion(.failure(.overloaded(pending: forwarding.count, limit: config.maxOutstandingForwards)))
             return
@@ -254,7 +261,7 @@ extension RaftReplicator {
         forwarding.nextRequestID += 1
         forwarding.outstandingReads[requestID] = ForwardingState.OutstandingRead(
             leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion: completion)
-        transport.sendFrame(ForwardFrame.readRequest(id: requestID, origin: id).encoded(), to: leader)
+        transport.sendFrame(frame(requestID, id).encoded(), to: leader)
     }
 
     /// Consul's default consistency: a read point that trusts the leader without a quorum
@@ -283,15 +290,7 @@ extension RaftReplicator {
             completion(.failure(.notLeader(leaderAddress: leaderAddress)))
             return
         }
-        guard forwarding.count < config.maxOutstandingForwards else {
-            completion(.failure(.overloaded(pending: forwarding.count, limit: config.maxOutstandingForwards)))
-            return
-        }
-        let requestID = forwarding.nextRequestID
-        forwarding.nextRequestID += 1
-        forwarding.outstandingReads[requestID] = ForwardingState.OutstandingRead(
-            leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion: completion)
-        transport.sendFrame(ForwardFrame.commitIndexRequest(id: requestID, origin: id).encoded(), to: leader)
+        sendReadRequest(to: leader, completion: completion) { ForwardFrame.commitIndexRequest(id: $0, origin: $1) }
     }
 
     /// Sends an operator request to the leader; its answer completes `completion` with the
