@@ -66,7 +66,7 @@ let package = Package(
         .testTarget(name: "ReplicationTests", dependencies: ["Replication", "StateStore", "Storage", "EventLoop", "RaftCore",
                                                              .product(name: "Metrics", package: "swift-metrics")]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP", "EventLoop", "TestSupport"]),
-        .testTarget(name: "TLSTests", dependencies: ["TLS", "EventLoop"]),
+        .testTarget(name: "TLSTests", dependencies: ["TLS", "EventLoop", "TestSupport"]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "HTTP", "EventLoop", "Replication", "TestSupport", "TLS",
                                                  .product(name: "Metrics", package: "swift-metrics")]),
         .testTarget(name: "ConclaveCLITests", dependencies: ["ConclaveCLI", "Agent", .product(name: "Logging", package: "swift-log")]),

@@ -9,12 +9,14 @@ import TLS
 @testable import Agent
 
 /// TLS servers on their own loop. `port`: HTTPS (/ok 200 "hello", /busy 429, /fail 500);
-/// `garbagePort`: answers the ClientHello with plain HTTP; `hangUpPort`: closes after the ClientHello.
+/// `garbagePort`: answers the ClientHello with plain HTTP; `hangUpPort`: closes after the ClientHello;
+/// `silentPort`: accepts and never answers.
 final class TLSCheckTargetServer: @unchecked Sendable {
     let loop: Loop
     private(set) var port = 0
     private(set) var garbagePort = 0
     private(set) var hangUpPort = 0
+    private(set) var silentPort = 0
     private var listeners: [TCPListener] = []  // loop thread only
 
     init() throws {
@@ -52,14 +54,19 @@ final class TLSCheckTargetServer: @unchecked Sendable {
                     tcp.onRead = { [unowned tcp] _ in tcp.close() }
                     tcp.startReading()
                 },
+                try? TCPListener.listen(on: loop, host: "127.0.0.1", port: 0) { tcp in
+                    tcp.onRead = { _ in }
+                    tcp.startReading()
+                },
             ].compactMap { $0 }
-            if listeners.count == 3 {
-                (port, garbagePort, hangUpPort) = (listeners[0].localPort, listeners[1].localPort, listeners[2].localPort)
+            if listeners.count == 4 {
+                (port, garbagePort, hangUpPort, silentPort) = (listeners[0].localPort, listeners[1].localPort,
+                                                               listeners[2].localPort, listeners[3].localPort)
             }
             ready.signal()
         }
         ready.wait()
-        try #require(port > 0 && garbagePort > 0 && hangUpPort > 0)
+        try #require(port > 0 && garbagePort > 0 && hangUpPort > 0 && silentPort > 0)
     }
 
     func stop() { loop.shutdown() }
@@ -156,7 +163,13 @@ struct HTTPSCheckTests {
         let h = try waitForOutput(agent, "hangup") { $0.hasPrefix("Get ") }
         #expect((h["Output"] as? String ?? "").hasPrefix(#"Get "\#(hangUp)": "#))
         #expect(h["Status"] as? String == "critical")
-        // The agent keeps serving after both.
+        // A server that never answers the ClientHello: the check's timeout ends it.
+        let silent = "https://127.0.0.1:\(target.silentPort)/"
+        #expect(try agent.put("/v1/agent/check/register", #"{"Name":"silent","HTTP":"\#(silent)","Interval":"200ms","Timeout":"300ms","Status":"passing"}"#).status == 200)
+        let s = try waitForOutput(agent, "silent") { $0.hasPrefix("Get ") }
+        #expect(s["Output"] as? String == #"Get "\#(silent)": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"#)
+        #expect(s["Status"] as? String == "critical")
+        // The agent keeps serving after all of them.
         #expect(try agent.put("/v1/agent/check/register", #"{"Name":"after","TTL":"10s"}"#).status == 200)
     }
 }

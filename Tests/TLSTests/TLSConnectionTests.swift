@@ -3,12 +3,22 @@
 // close mid-handshake or answer with bytes that are not TLS.
 import Dispatch
 import EventLoop
+import TestSupport
 import Testing
 @testable import TLS
 
 /// Test-side state shared with the loop thread; only the loop thread touches it after setup.
 final class LoopHarness: @unchecked Sendable {
-    enum ServerMode { case echo, garbage, closeAfterFirstRead }
+    enum ServerMode {
+        case echo, garbage, closeAfterFirstRead
+        /// Answers the ClientHello with seeded random bytes (half of them behind a plausible
+        /// TLS record header), then closes.
+        case random
+        /// Relays to a real TLS server on `upstreamPort`, flipping a few bytes of the server's
+        /// first flight, then closes.
+        case mutatingProxy(upstreamPort: Int)
+    }
+    var generator = SeededGenerator(seed: 0x7157)  // loop thread only
 
     let loop: Loop
     var listener: TCPListener?
@@ -55,6 +65,36 @@ final class LoopHarness: @unchecked Sendable {
                 case .closeAfterFirstRead:
                     tcp.onRead = { [unowned tcp] _ in tcp.close() }
                     tcp.startReading()
+                case .random:
+                    tcp.onRead = { [unowned tcp] _ in
+                        var bytes = (0..<Int.random(in: 1...3000, using: &harness.generator)).map { _ in
+                            UInt8.random(in: 0...255, using: &harness.generator)
+                        }
+                        if Bool.random(using: &harness.generator) {
+                            let length = UInt16(min(bytes.count, 0x4000))
+                            bytes = [0x16, 0x03, 0x03, UInt8(length >> 8), UInt8(length & 0xff)] + bytes
+                        }
+                        tcp.write(bytes)
+                        tcp.close()
+                    }
+                    tcp.startReading()
+                case .mutatingProxy(let upstreamPort):
+                    TCPConnection.connect(on: harness.loop, host: "127.0.0.1", port: upstreamPort) { result in
+                        guard case .success(let upstream) = result else { tcp.closeNow(); return }
+                        tcp.onRead = { bytes in upstream.write(bytes) }
+                        tcp.onClose = { _ in upstream.closeNow() }
+                        upstream.onRead = { [unowned tcp] bytes in
+                            var mutated = bytes
+                            for _ in 0..<Int.random(in: 1...3, using: &harness.generator) {
+                                let index = Int.random(in: 0..<mutated.count, using: &harness.generator)
+                                mutated[index] ^= UInt8.random(in: 1...255, using: &harness.generator)
+                            }
+                            tcp.write(mutated)
+                            tcp.close()
+                        }
+                        upstream.startReading()
+                        tcp.startReading()
+                    }
                 }
             }
             done(harness.listener?.localPort ?? 0)
@@ -163,6 +203,32 @@ struct TLSConnectionTests {
         guard case .failure(let error) = result else { Issue.record("handshake succeeded against a closing peer"); return }
         // EOF, or a reset when the server closed with our ClientHello unread.
         #expect(error == .closedDuringHandshake || { if case .transport = error { return true } else { return false } }())
+    }
+
+    /// Property: whatever a server sends, the client ends with an error, never a crash, a hang
+    /// or a successful exchange (2 × 60 seeded connections).
+    @Test func randomAndMutatedServerBytesAlwaysFailCleanly() throws {
+        let upstream = try LoopHarness()
+        defer { upstream.stop() }
+        try upstream.listen(mode: .echo, context: try TLSContext.server(identity: identity))
+        let client = try TLSContext.sharedClient(verifyPeer: false)
+        for mode in [LoopHarness.ServerMode.random, .mutatingProxy(upstreamPort: upstream.port)] {
+            let harness = try LoopHarness()
+            defer { harness.stop() }
+            try harness.listen(mode: mode, context: nil)
+            var errors: [String: Int] = [:]
+            for round in 0..<60 {
+                let result = try #require(harness.exchange(context: client, serverName: "localhost", payload: [1, 2, 3]),
+                                          "round \(round) of \(mode) did not finish")
+                guard case .failure(let error) = result else {
+                    Issue.record("round \(round) of \(mode) succeeded: \(result)")
+                    return
+                }
+                errors["\(error)", default: 0] += 1
+            }
+            // The bytes reached OpenSSL's parser: not every round ended as a bare EOF.
+            #expect(errors.keys.contains { $0 != "\(TLSError.closedDuringHandshake)" })
+        }
     }
 
     @Test func verificationMessagesFollowGo() {
