@@ -175,9 +175,13 @@ public final class TLSConnection {
     }
 
     private func handshakeFailure(_ error: Int32) -> TLSError {
-        if verifyName != nil || context.verifiesPeer {
-            let verify = SSL_get_verify_result(ssl)
-            if verify != Int(X509_V_OK) { return .certificate(Self.x509Message(Int32(verify), name: verifyName ?? "")) }
+        if let verifyName, context.verifiesPeer {
+            let verify = Int32(truncatingIfNeeded: SSL_get_verify_result(ssl))
+            if verify != X509_V_OK {
+                let wantIP = isIPAddress(verifyName)
+                return .certificate(Self.x509Message(verify, name: verifyName, isIP: wantIP,
+                                                     certificateNames: peerAltNames(wantIP: wantIP)))
+            }
         }
         let code = ERR_peek_last_error()
         guard error == SSL_ERROR_SSL, code != 0, let reasonPointer = ERR_reason_error_string(code) else {
@@ -196,20 +200,39 @@ public final class TLSConnection {
         return .handshake("tls: \(reason)")
     }
 
-    /// Go's crypto/x509 messages for the verification results a health check meets.
-    static func x509Message(_ code: Int32, name: String) -> String {
+    /// The peer certificate's DNS (or IP) subjectAltNames, ", "-joined; nil without a certificate.
+    private func peerAltNames(wantIP: Bool) -> [String]? {
+        var buffer = [CChar](repeating: 0, count: 1024)  // names past 1 KiB are cut: it is a message
+        let count = clibssl_peer_alt_names(ssl, wantIP ? 1 : 0, &buffer, buffer.count)
+        guard count >= 0 else { return nil }
+        let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return count == 0 ? [] : [text]
+    }
+
+    /// Go's crypto/tls + crypto/x509 messages (Go 1.20+, which current Consul is built with) for
+    /// the verification results a health check meets.
+    static func x509Message(_ code: Int32, name: String, isIP: Bool, certificateNames: [String]?) -> String {
+        let detail: String
         switch code {
         case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN,
              X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
              X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-            return "x509: certificate signed by unknown authority"
+            detail = "certificate signed by unknown authority"
         case X509_V_ERR_CERT_HAS_EXPIRED, X509_V_ERR_CERT_NOT_YET_VALID:
-            return "x509: certificate has expired or is not yet valid"
+            detail = "certificate has expired or is not yet valid"
         case X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH:
-            return "x509: certificate is not valid for \(name)"
+            let valid = certificateNames?.first ?? ""
+            if isIP && valid.isEmpty {
+                detail = "cannot validate certificate for \(name) because it doesn't contain any IP SANs"
+            } else if valid.isEmpty {
+                detail = "certificate is not valid for any names, but wanted to match \(name)"
+            } else {
+                detail = "certificate is valid for \(valid), not \(name)"
+            }
         default:
-            return "x509: " + String(cString: X509_verify_cert_error_string(Int(code)))
+            detail = String(cString: X509_verify_cert_error_string(Int(code)))
         }
+        return "tls: failed to verify certificate: x509: " + detail
     }
 
     // MARK: Writing and closing

@@ -124,7 +124,7 @@ struct HTTPSCheckTests {
         let body = #"{"Name":"strict","HTTP":"\#(url)","Interval":"200ms","Timeout":"5s","Status":"passing"}"#
         #expect(try agent.put("/v1/agent/check/register", body).status == 200)
         let check = try waitForOutput(agent, "strict") { $0.contains("x509") }
-        #expect(check["Output"] as? String == #"Get "\#(url)": x509: certificate signed by unknown authority"#)
+        #expect(check["Output"] as? String == #"Get "\#(url)": tls: failed to verify certificate: x509: certificate signed by unknown authority"#)
         #expect(check["Status"] as? String == "critical")
     }
 

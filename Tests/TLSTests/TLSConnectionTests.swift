@@ -3,6 +3,7 @@
 // close mid-handshake or answer with bytes that are not TLS.
 import Dispatch
 import EventLoop
+import Glibc
 import TestSupport
 import Testing
 @testable import TLS
@@ -19,6 +20,7 @@ final class LoopHarness: @unchecked Sendable {
         case mutatingProxy(upstreamPort: Int)
     }
     var generator = SeededGenerator(seed: 0x7157)  // loop thread only
+    weak var lastClient: TLSConnection?  // loop thread only
 
     let loop: Loop
     var listener: TCPListener?
@@ -111,6 +113,7 @@ final class LoopHarness: @unchecked Sendable {
             TCPConnection.connect(on: harness.loop, host: "127.0.0.1", port: port) { result in
                 guard case .success(let tcp) = result else { done(.failure(.transport("connect failed"))); return }
                 TLSConnection.client(over: tcp, context: context, serverName: serverName) { result in
+                    if case .success(let tls) = result { harness.lastClient = tls }
                     switch result {
                     case .failure(let error): done(.failure(error))
                     case .success(let tls):
@@ -149,6 +152,13 @@ struct TLSConnectionTests {
         let payload = Array("ping".utf8)
         #expect(try #require(harness.exchange(context: client, serverName: "localhost", payload: payload)) == .success(payload))
         #expect(try #require(harness.exchange(context: client, serverName: "127.0.0.1", payload: payload)) == .success(payload))
+        // Once the transport has closed, nothing keeps the connection (and its SSL) alive.
+        var released = false
+        for _ in 0..<100 where !released {
+            released = harness.onLoop { harness, done in done(harness.lastClient == nil) } ?? false
+            if !released { usleep(20_000) }
+        }
+        #expect(released)
     }
 
     @Test func largeTransfersCrossManyRecords() throws {
@@ -168,7 +178,7 @@ struct TLSConnectionTests {
         let payload = Array("x".utf8)
         let verified = try #require(harness.exchange(context: try TLSContext.sharedClient(verifyPeer: true),
                                                      serverName: "localhost", payload: payload))
-        #expect(verified == .failure(.certificate("x509: certificate signed by unknown authority")))
+        #expect(verified == .failure(.certificate("tls: failed to verify certificate: x509: certificate signed by unknown authority")))
         let skipped = try #require(harness.exchange(context: try TLSContext.sharedClient(verifyPeer: false),
                                                     serverName: "localhost", payload: payload))
         #expect(skipped == .success(payload))
@@ -180,9 +190,20 @@ struct TLSConnectionTests {
         try harness.listen(mode: .echo, context: try TLSContext.server(identity: identity))
         let client = try TLSContext.client(verifyPeer: true, trusting: [identity])
         let byName = try #require(harness.exchange(context: client, serverName: "other.example", payload: [1]))
-        #expect(byName == .failure(.certificate("x509: certificate is not valid for other.example")))
+        #expect(byName == .failure(.certificate("tls: failed to verify certificate: x509: certificate is valid for localhost, not other.example")))
         let byIP = try #require(harness.exchange(context: client, serverName: "127.0.0.2", payload: [1]))
-        #expect(byIP == .failure(.certificate("x509: certificate is not valid for 127.0.0.2")))
+        #expect(byIP == .failure(.certificate("tls: failed to verify certificate: x509: certificate is valid for 127.0.0.1, not 127.0.0.2")))
+        // A certificate without IP SANs, checked against an IP address.
+        let dnsOnly = try TLSIdentity(selfSignedCommonName: "svc", subjectAltNames: "DNS:svc.example,DNS:localhost")
+        let dnsOnlyServer = try LoopHarness()
+        defer { dnsOnlyServer.stop() }
+        try dnsOnlyServer.listen(mode: .echo, context: try TLSContext.server(identity: dnsOnly))
+        let trustingDNSOnly = try TLSContext.client(verifyPeer: true, trusting: [dnsOnly])
+        let noIPSANs = try #require(dnsOnlyServer.exchange(context: trustingDNSOnly, serverName: "127.0.0.1", payload: [1]))
+        #expect(noIPSANs == .failure(.certificate("tls: failed to verify certificate: x509: cannot validate certificate for 127.0.0.1 because it doesn't contain any IP SANs")))
+        let wrongName = try #require(dnsOnlyServer.exchange(context: trustingDNSOnly, serverName: "db.example", payload: [1]))
+        #expect(wrongName == .failure(.certificate("tls: failed to verify certificate: x509: certificate is valid for svc.example, localhost, not db.example")))
+        #expect(try #require(dnsOnlyServer.exchange(context: trustingDNSOnly, serverName: "svc.example", payload: [7])) == .success([7]))
     }
 
     @Test func garbageFromTheServerFailsTheHandshake() throws {
@@ -233,6 +254,7 @@ struct TLSConnectionTests {
 
     @Test func verificationMessagesFollowGo() {
         // 10: X509_V_ERR_CERT_HAS_EXPIRED
-        #expect(TLSConnection.x509Message(10, name: "h") == "x509: certificate has expired or is not yet valid")
+        #expect(TLSConnection.x509Message(10, name: "h", isIP: false, certificateNames: nil)
+                == "tls: failed to verify certificate: x509: certificate has expired or is not yet valid")
     }
 }
