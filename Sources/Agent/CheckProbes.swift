@@ -203,19 +203,26 @@ enum CheckProbes {
                 exchange(over: connection, request: request, url: url, method: method, timer: timer, once: once)
                 return
             }
-            let context: TLSContext
-            do {
-                context = try TLSContext.sharedClient(verifyPeer: !tlsSkipVerify)
-            } catch {
-                connection.closeNow()
-                fail("\(error)")
-                return
-            }
-            TLSConnection.client(over: connection, context: context, serverName: tlsServerName.isEmpty ? target.host : tlsServerName) { result in
-                guard !once.done else { return }  // timed out: the timer closed the transport
-                switch result {
-                case .failure(let error): fail("\(error)")
-                case .success(let tls): exchange(over: tls, request: request, url: url, method: method, timer: timer, once: once)
+            TLSContext.loadSharedClient(verifyPeer: !tlsSkipVerify, on: loop) { loaded in
+                guard !once.done else {  // timed out meanwhile
+                    connection.closeNow()
+                    return
+                }
+                let context: TLSContext
+                switch loaded {
+                case .success(let c): context = c
+                case .failure(let error):
+                    connection.closeNow()
+                    fail("\(error)")
+                    return
+                }
+                TLSConnection.client(over: connection, context: context,
+                                     serverName: tlsServerName.isEmpty ? target.host : tlsServerName) { result in
+                    guard !once.done else { return }  // timed out: the timer closed the transport
+                    switch result {
+                    case .failure(let error): fail("\(error)")
+                    case .success(let tls): exchange(over: tls, request: request, url: url, method: method, timer: timer, once: once)
+                    }
                 }
             }
         }

@@ -57,6 +57,10 @@ public final class TLSConnection {
     public static func client(over transport: TCPConnection, context: TLSContext, serverName: String,
                               completion: @escaping (Result<TLSConnection, TLSError>) -> Void) {
         transport.loop.assertInLoopThread()
+        guard !transport.isClosed else {
+            completion(.failure(.transport("connection closed before the handshake")))
+            return
+        }
         let connection: TLSConnection
         do {
             connection = try TLSConnection(transport: transport, context: context,
@@ -87,6 +91,10 @@ public final class TLSConnection {
     public static func server(over transport: TCPConnection, context: TLSContext,
                               completion: @escaping (Result<TLSConnection, TLSError>) -> Void) {
         transport.loop.assertInLoopThread()
+        guard !transport.isClosed else {
+            completion(.failure(.transport("connection closed before the handshake")))
+            return
+        }
         let connection: TLSConnection
         do {
             connection = try TLSConnection(transport: transport, context: context, verifyName: nil)

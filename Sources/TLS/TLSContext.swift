@@ -1,6 +1,9 @@
 // OpenSSL contexts: a client context that verifies the peer against the system CA store (or
 // skips verification, for Consul's TLSSkipVerify), and a server context from an identity.
 import CLibSSL
+import Dispatch
+import EventLoop
+import Foundation
 
 /// One SSL_CTX. Immutable once built, and OpenSSL documents an SSL_CTX as safe to share between
 /// threads once configured: hence `@unchecked Sendable` (connections made from it stay on one loop).
@@ -41,14 +44,27 @@ public final class TLSContext: @unchecked Sendable {
         return context
     }
 
-    /// The process-wide client contexts the health checks share (building one loads the CA store).
+    /// The process-wide client context for `verifyPeer`, built on first use. Blocks while the
+    /// first build loads the CA store: call it off the loop (the loop uses `loadSharedClient`).
     public static func sharedClient(verifyPeer: Bool) throws(TLSError) -> TLSContext {
-        try (verifyPeer ? verifyingClient : nonVerifyingClient).get()
+        try SharedClientContexts.instance.get(verifyPeer: verifyPeer).get()
     }
-    private static let verifyingClient = makeResult(verifyPeer: true)
-    private static let nonVerifyingClient = makeResult(verifyPeer: false)
-    private static func makeResult(verifyPeer: Bool) -> Result<TLSContext, TLSError> {
-        do { return .success(try client(verifyPeer: verifyPeer)) } catch { return .failure(error) }
+
+    /// The shared client context, handed to `completion` on `loop`'s thread. Building the
+    /// verifying one parses the system CA bundle (60 ms measured with Debian's bundle on the
+    /// dev VM), too long for the loop thread: the first call builds it on a worker thread.
+    public static func loadSharedClient(verifyPeer: Bool, on loop: Loop,
+                                        completion: @escaping (Result<TLSContext, TLSError>) -> Void) {
+        loop.assertInLoopThread()
+        if let ready = SharedClientContexts.instance.ifBuilt(verifyPeer: verifyPeer) {
+            completion(ready)
+            return
+        }
+        let box = LoopConfined(completion)
+        DispatchQueue.global().async {
+            let result = SharedClientContexts.instance.get(verifyPeer: verifyPeer)
+            loop.execute { box.value(result) }
+        }
     }
 
     /// A server context presenting `identity`.
@@ -91,4 +107,37 @@ func lastErrorText() -> String {
     guard code != 0 else { return "unknown error" }
     if let reason = ERR_reason_error_string(code) { return String(cString: reason) }
     return "error \(code)"
+}
+
+/// The two shared client contexts, built at most once each. Guarded by `lock`: any thread may
+/// ask (the loop only through `TLSContext.loadSharedClient`, which builds off the loop).
+private final class SharedClientContexts: @unchecked Sendable {
+    static let instance = SharedClientContexts()
+    private let lock = NSLock()
+    private var built: [Bool: Result<TLSContext, TLSError>] = [:]
+
+    func ifBuilt(verifyPeer: Bool) -> Result<TLSContext, TLSError>? {
+        lock.withLock { built[verifyPeer] }
+    }
+
+    func get(verifyPeer: Bool) -> Result<TLSContext, TLSError> {
+        lock.withLock {
+            if let result = built[verifyPeer] { return result }
+            let result = Self.build(verifyPeer: verifyPeer)
+            built[verifyPeer] = result
+            return result
+        }
+    }
+}
+
+extension SharedClientContexts {
+    static func build(verifyPeer: Bool) -> Result<TLSContext, TLSError> {
+        do throws(TLSError) { return .success(try TLSContext.client(verifyPeer: verifyPeer)) } catch { return .failure(error) }
+    }
+}
+
+/// Carries a loop-confined closure to a worker thread and back; only the loop thread calls it.
+private final class LoopConfined<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }

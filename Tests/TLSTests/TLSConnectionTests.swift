@@ -252,6 +252,25 @@ struct TLSConnectionTests {
         }
     }
 
+    /// The loop gets the shared verifying context without building it on the loop thread; once
+    /// built, it is handed over at once.
+    @Test func sharedClientContextsLoadOffTheLoop() throws {
+        let harness = try LoopHarness()
+        defer { harness.stop() }
+        let first: Bool? = harness.onLoop { harness, done in
+            TLSContext.loadSharedClient(verifyPeer: true, on: harness.loop) { result in
+                done((try? result.get())?.verifiesPeer == true)
+            }
+        }
+        #expect(first == true)
+        let immediate: Bool? = harness.onLoop { harness, done in
+            var answered = false
+            TLSContext.loadSharedClient(verifyPeer: true, on: harness.loop) { _ in answered = true }
+            done(answered)
+        }
+        #expect(immediate == true)
+    }
+
     @Test func verificationMessagesFollowGo() {
         // 10: X509_V_ERR_CERT_HAS_EXPIRED
         #expect(TLSConnection.x509Message(10, name: "h", isIP: false, certificateNames: nil)
