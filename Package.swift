@@ -8,7 +8,7 @@
 //   GossipCore    SWIM membership with Lifeguard as a deterministic state machine (no I/O)
 //   Gossip        the gossip transport: runs GossipCore on the loop over UDP + TCP, encryption
 //   StateStore    the replicated state machine's tables (KV) and their binary commands
-//   Replication   the durable command log: disk thread, group commit, apply (one node for now)
+//   Replication   the replicated command log: RaftReplicator (RaftCore on the loop), Raft transport, disk thread
 //   TLS           TLS client/server over EventLoop's TCP with OpenSSL memory BIOs (HTTPS checks)
 //   HTTP          HTTP/1.1 parsing, responses, the server on the loop, a small blocking client
 //   Agent         configuration and wiring; Consul's HTTP API endpoints; blocking queries
@@ -68,6 +68,7 @@ let package = Package(
         .testTarget(name: "HTTPTests", dependencies: ["HTTP", "EventLoop", "TestSupport"]),
         .testTarget(name: "TLSTests", dependencies: ["TLS", "EventLoop", "TestSupport"]),
         .testTarget(name: "AgentTests", dependencies: ["Agent", "HTTP", "EventLoop", "Replication", "TestSupport", "TLS",
+                                                 "Gossip", "GossipCore", "StateStore", "Storage",
                                                  .product(name: "Metrics", package: "swift-metrics")]),
         .testTarget(name: "ConclaveCLITests", dependencies: ["ConclaveCLI", "Agent", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ProcessTests", dependencies: ["HTTP", "EventLoop", .product(name: "Logging", package: "swift-log")]),

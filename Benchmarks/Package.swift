@@ -4,6 +4,9 @@
 // `swift package benchmark` discovers and runs (ordo-one/benchmark, release builds).
 //   StorageBenchmarks   LMDB log append (fsync per batch), state-store apply, point reads
 //   HTTPKVBenchmarks    KV over HTTP against an in-process agent; codec and parser micro benchmarks
+// and one plain executable (not an ordo-one suite: it lives under Sources/, which the plugin skips):
+//   conclave-bench      cluster load generator: starts N agents (or targets running ones), drives
+//                       C keep-alive connections, reports an HDR histogram; optionally beside etcd
 import PackageDescription
 
 let package = Package(
@@ -15,9 +18,23 @@ let package = Package(
         // jemalloc and without the 6.3-only runtime interposer package, which is not mirrored here.
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         .target(name: "BenchmarkSupport"),
+        // The load generator's logic (options, HTTP response parsing, request encoding, the
+        // libuv driver, clusters, reports) is a library so its pure parts have unit tests.
+        .target(
+            name: "ConclaveBenchKit",
+            dependencies: [
+                .product(name: "ConclaveCore", package: "conclave"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "conclave-bench", dependencies: ["ConclaveBenchKit"]),
+        .testTarget(name: "ConclaveBenchKitTests", dependencies: ["ConclaveBenchKit"]),
         .executableTarget(
             name: "StorageBenchmarks",
             dependencies: [

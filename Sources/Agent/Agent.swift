@@ -137,7 +137,7 @@ public final class Agent: @unchecked Sendable {
         gossip.onUserEvent = { [weak api] in api?.blocking.notifyUserEvent() }
         self.api = api
         startRPC(api: api, gossip: gossip)
-        if config.server { startCatalogReconcile(gossip: gossip) }
+        if config.server && config.reconcileMembersIntoCatalog { startCatalogReconcile(gossip: gossip) }
         let localServices = AgentLocalServices(loop: loop, config: config, nodeID: nodeID, dataDir: dataDir,
                                                advertiseAddress: gossip.lan.map { AgentGossip.host(of: $0.advertiseAddress) } ?? config.bindAddr)
         localServices.clusterSize = { [weak gossip] in max(1, gossip?.lan?.members.count ?? 1) }

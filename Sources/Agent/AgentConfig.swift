@@ -69,6 +69,10 @@ public struct AgentConfig: Sendable, Equatable {
     public var raftSnapshotThreshold = 16_384
     public var raftTrailingLogs = 10_240
     public var raftSnapshotIntervalMs: UInt64 = 30_000
+    /// Servers: the leader keeps a node entry with serfHealth per LAN member in the catalog.
+    /// Not a config key; tests of the catalog API alone turn it off so the agent's own node
+    /// does not appear in what they count.
+    var reconcileMembersIntoCatalog = true
     /// `-enable-script-checks` / `enable_script_checks`: script checks may run (off by default, as in Consul).
     public var enableScriptChecks = false
     /// `service` / `services` / `check` / `checks` definitions from config files (see LocalDefinitions).

@@ -198,7 +198,10 @@ final class HTTPAPI {
         // Consul never returns index 0: clients treat 0 as "no blocking".
         response.headers.add("X-Consul-Index", String(max(index, 1)))
         response.headers.add("X-Consul-KnownLeader", String(log?.knownLeader ?? false))
-        response.headers.add("X-Consul-LastContact", "0")
+        // Consul: time since the answering server last heard from the leader; only a stale
+        // read is answered without the leader's involvement, every other mode reports 0.
+        let lastContact = consistency == "stale" ? (log?.millisecondsSinceLeaderContact ?? 0) : 0
+        response.headers.add("X-Consul-LastContact", String(lastContact))
         response.headers.add("X-Consul-Effective-Consistency", consistency)
     }
 

@@ -40,6 +40,9 @@ struct ForwardingState {
         var leader: NodeID
         var deadlineMilliseconds: UInt64
         var completion: (Result<CommitOutcome, RaftCommitError>) -> Void
+        /// An operator request (transfer, removal) may itself move the leadership, and the old
+        /// leader still answers it: a leader change does not end it early.
+        var isOperatorRequest = false
     }
 }
 
@@ -303,7 +306,7 @@ extension RaftReplicator {
         forwarding.nextRequestID += 1
         forwarding.outstanding[requestID] = ForwardingState.Outstanding(
             leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.membershipChangeTimeoutMilliseconds,
-            completion: { result in completion(result.map(\.index)) })
+            completion: { result in completion(result.map(\.index)) }, isOperatorRequest: true)
         transport.sendFrame(ForwardFrame.operatorRequest(id: requestID, origin: id, operation: operation, target: target).encoded(),
                             to: leader)
     }
@@ -327,6 +330,7 @@ extension RaftReplicator {
 
     func expireForwards() {
         let now = loop.nowMilliseconds
+        failForwardsToAFormerLeader()
         for (requestID, read) in forwarding.outstandingReads where read.deadlineMilliseconds <= now {
             forwarding.outstandingReads[requestID] = nil
             read.completion(.failure(.timeout("leader \(read.leader) did not grant a read index within \(config.readTimeoutMilliseconds) ms")))
@@ -339,6 +343,24 @@ extension RaftReplicator {
             forwarding.outstanding[requestID] = nil
             forward.completion(.failure(.timeout(
                 "leader \(forward.leader) did not answer a forwarded write within \(config.forwardTimeoutMilliseconds) ms")))
+        }
+    }
+
+    /// Once another leader is known, the old one will never answer what it was sent (it died,
+    /// or lost its leadership and answers only what it had applied). Waiting out the forward
+    /// timeout would stall those callers for seconds after a failover, so they learn now: a read
+    /// may simply be asked again (.notLeader with no address makes the HTTP layer retry it), a
+    /// write may or may not have been committed, so it fails without a retry.
+    private func failForwardsToAFormerLeader() {
+        guard let current = node.leader else { return }
+        for (requestID, read) in forwarding.outstandingReads where read.leader != current {
+            forwarding.outstandingReads[requestID] = nil
+            read.completion(.failure(.notLeader(leaderAddress: nil)))
+        }
+        for (requestID, forward) in forwarding.outstanding where forward.leader != current && !forward.isOperatorRequest {
+            forwarding.outstanding[requestID] = nil
+            forward.completion(.failure(.timeout(
+                "leader \(forward.leader) was replaced by \(current) before answering a forwarded write; it may or may not have been applied")))
         }
     }
 

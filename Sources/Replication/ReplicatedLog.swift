@@ -1,5 +1,6 @@
-// What the agent needs from a replicated command log, whichever drives it: `SingleNodeLog`
-// (one server, no Raft) or `RaftReplicator` (a Raft cluster). Loop-confined, like both.
+// What the agent needs from a replicated command log: the surface of `RaftReplicator` the HTTP
+// endpoints use, so they depend on these few calls rather than on the whole replicator.
+// Loop-confined, like the replicator.
 import RaftCore
 import StateStore
 
@@ -15,6 +16,9 @@ public protocol ReplicatedLog: AnyObject {
     var leaderAddress: String? { get }
     /// Addresses of the voting servers (Consul's `/v1/status/peers`).
     var voterAddresses: [String] { get }
+    /// Milliseconds since this server last heard from a leader: 0 on the leader, nil if it
+    /// never has (Consul's `X-Consul-LastContact` for `?stale` reads).
+    var millisecondsSinceLeaderContact: UInt64? { get }
     func start()
     func close()
     /// Appends a command; completes on the loop thread once it is committed and applied here.
@@ -28,7 +32,18 @@ public protocol ReplicatedLog: AnyObject {
     func leaderReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void)
 }
 
+extension ReplicatedLog {
+    /// A log that is its own leader (one node) is always in contact.
+    public var millisecondsSinceLeaderContact: UInt64? { 0 }
+}
+
 extension RaftReplicator: ReplicatedLog {
+    public var millisecondsSinceLeaderContact: UInt64? {
+        if isLeader { return 0 }
+        guard let last = lastLeaderContactMilliseconds else { return nil }
+        return loop.nowMilliseconds - min(last, loop.nowMilliseconds)
+    }
+
     public var knownLeader: Bool { leaderID != nil }
     public var voterAddresses: [String] { configuration.voters.map { addressBook[$0] ?? "" } }
 
@@ -42,33 +57,5 @@ extension RaftReplicator: ReplicatedLog {
 
     public func leaderReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
         leaderReadIndex(completion: completion)
-    }
-}
-
-extension SingleNodeLog: ReplicatedLog {
-    /// One server is always its own leader.
-    public var knownLeader: Bool { true }
-    public var leaderAddress: String? { nil }
-    public var voterAddresses: [String] { [] }
-
-    public func append(_ command: [UInt8], completion: @escaping (Result<CommitOutcome, RaftCommitError>) -> Void) {
-        submit(command) { outcome in
-            completion(outcome.mapError { error in
-                switch error {
-                case let .overloaded(pending, limit): return .overloaded(pending: pending, limit: limit)
-                case let .storage(message): return .storage(message)
-                case .closed: return .closed
-                }
-            })
-        }
-    }
-
-    /// Everything committed is already applied on the only server.
-    public func readBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
-        completion(.success(lastAppliedIndex))
-    }
-
-    public func leaderReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
-        completion(.success(lastAppliedIndex))
     }
 }

@@ -23,7 +23,7 @@ private let dbOnN2 = """
 @Suite("Catalog HTTP API")
 struct CatalogAPITests {
     @Test func registerThenListNodesServicesAndOneService() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         let register = try agent.put("/v1/catalog/register", webOnN1)
         #expect(register.status == 200)
@@ -69,7 +69,7 @@ struct CatalogAPITests {
     }
 
     @Test func serviceFiltersByTagCaseInsensitivelyAndNodeMeta() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         _ = try agent.put("/v1/catalog/register", webOnN1)
         _ = try agent.put("/v1/catalog/register", #"{"Node":"n3","Address":"10.0.0.3","Service":{"ID":"web-3","Service":"web","Tags":["v2"]}}"#)
@@ -82,7 +82,7 @@ struct CatalogAPITests {
     }
 
     @Test func unknownServiceIsAnEmptyList() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         for path in ["/v1/catalog/service/nope", "/v1/health/service/nope", "/v1/health/checks/nope", "/v1/health/node/nope"] {
             let response = try agent.request("GET", path)
@@ -92,7 +92,7 @@ struct CatalogAPITests {
     }
 
     @Test func nodeEndpointsShowServicesByIDOrAsAList() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         _ = try agent.put("/v1/catalog/register", webOnN1)
         let node = try agent.request("GET", "/v1/catalog/node/n1")
@@ -117,7 +117,7 @@ struct CatalogAPITests {
     }
 
     @Test func datacentersListsTheAgentsDatacenter() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         let response = try agent.request("GET", "/v1/catalog/datacenters")
         #expect(response.status == 200)
@@ -125,7 +125,7 @@ struct CatalogAPITests {
     }
 
     @Test func badRequestsAnswer400WithConsulsWords() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         let cases: [(body: String, message: String)] = [
             ("{not json", "Request decode failed: invalid JSON"),
@@ -156,7 +156,7 @@ struct CatalogAPITests {
     }
 
     @Test func serviceAndNodeNamesMatchCaseInsensitively() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         _ = try agent.put("/v1/catalog/register", webOnN1)
         #expect(try agent.request("GET", "/v1/health/service/WEB").entries.count == 1)
@@ -165,14 +165,14 @@ struct CatalogAPITests {
     }
 
     @Test func fieldNamesMatchCaseInsensitivelyLikeGo() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         #expect(try agent.put("/v1/catalog/register", #"{"node":"n","address":"a","service":{"service":"s"}}"#).status == 200)
         #expect(try agent.request("GET", "/v1/catalog/service/s").entries.count == 1)
     }
 
     @Test func deregisterNodeServiceAndCheck() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         _ = try agent.put("/v1/catalog/register", webOnN1)
         _ = try agent.put("/v1/catalog/register", dbOnN2)
@@ -190,7 +190,7 @@ struct CatalogAPITests {
 @Suite("Health HTTP API")
 struct HealthAPITests {
     @Test func healthServiceJoinsNodeServiceAndChecksIncludingNodeChecks() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         _ = try agent.put("/v1/catalog/register", webOnN1)
         let response = try agent.request("GET", "/v1/health/service/web")
@@ -213,7 +213,7 @@ struct HealthAPITests {
     }
 
     @Test func passingFiltersOutInstancesWithAnyNonPassingCheck() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         _ = try agent.put("/v1/catalog/register", webOnN1)
         _ = try agent.put("/v1/catalog/register", #"{"Node":"n3","Address":"10.0.0.3","Service":{"ID":"web-3","Service":"web"},"Check":{"CheckID":"serfHealth","Status":"critical"}}"#)
@@ -225,7 +225,7 @@ struct HealthAPITests {
     }
 
     @Test func checksByServiceAndByState() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         _ = try agent.put("/v1/catalog/register", webOnN1)
         _ = try agent.put("/v1/catalog/register", dbOnN2)
@@ -241,10 +241,18 @@ struct HealthAPITests {
     }
 }
 
+extension TestAgent {
+    /// A server whose catalog holds only what the test registers: the leader's reconcile of
+    /// gossip members (its own node with serfHealth) is off; ServiceHealthClusterTests covers it.
+    static func catalogOnly() throws -> TestAgent {
+        try TestAgent { $0.reconcileMembersIntoCatalog = false }
+    }
+}
+
 @Suite("Catalog blocking queries")
 struct CatalogBlockingTests {
     @Test func aHealthWatcherWakesForItsServiceAndNotForAnother() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         _ = try agent.put("/v1/catalog/register", webOnN1)
         _ = try agent.put("/v1/catalog/register", dbOnN2)
@@ -263,7 +271,7 @@ struct CatalogBlockingTests {
     }
 
     @Test func aNodeCheckWakesTheWatchersOfTheNodesServices() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         _ = try agent.put("/v1/catalog/register", webOnN1)
         let index = try #require(try agent.request("GET", "/v1/health/service/web").consulIndex)
@@ -276,7 +284,7 @@ struct CatalogBlockingTests {
     }
 
     @Test func aNodesWatcherIgnoresCheckChangesAndTheIndexNeverGoesBack() throws {
-        let agent = try TestAgent()
+        let agent = try TestAgent.catalogOnly()
         defer { agent.stop() }
         _ = try agent.put("/v1/catalog/register", webOnN1)
         let index = try #require(try agent.request("GET", "/v1/catalog/nodes").consulIndex)

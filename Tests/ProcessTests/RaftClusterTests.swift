@@ -147,4 +147,23 @@ struct RaftClusterTests {
         #expect(!servers[0].peers.contains(fourthAddress))
         print("raft cluster: 4th server a peer after \(Date().timeIntervalSince(started))s")
     }
+
+    @Test func aLateServerWithBootstrapExpectJoinsTheClusterInsteadOfBootstrappingAnother() throws {
+        var servers = try startThreeServers("rb")
+        defer { servers.forEach { $0.stop() } }
+        _ = try waitForOneCluster(servers, count: 3)
+        // Same flags as the first three: it sees 4 >= 3 live servers, asks them for their peers
+        // before bootstrapping, and finds a cluster.
+        let fourth = try AgentProcess(node: "rb4", server: true, extra: [
+            "-bootstrap-expect", "3", "-retry-join", "127.0.0.1:\(try servers[0].serfLANPort())", "-retry-interval", "1s"])
+        servers.append(fourth)
+        try poll("the fourth server to find the existing cluster", seconds: 30) {
+            fourth.output.text.contains("Existing Raft peers reported by server, disabling bootstrap mode")
+        }
+        let leader = try waitForOneCluster(servers, count: 4, seconds: 60)
+        #expect(fourth.leader == leader)
+        #expect(fourth.peers.contains(try fourth.raftAddress()))
+        #expect(try servers[0].http("PUT", "/v1/kv/late", body: "joined").status == 200)
+        try poll("the write on the late server", seconds: 10) { try fourth.consistentValue("late") == "joined" }
+    }
 }

@@ -59,6 +59,22 @@ struct RaftReplicatorTests {
         #expect(indexes == indexes.sorted())
     }
 
+    @Test func aFollowerReportsTimeSinceItsLeaderLastSpoke() throws {
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let followers = ([1, 2, 3] as [NodeID]).filter { $0 != leader }
+        #expect(try cluster.servers[leader]!.run { $0.millisecondsSinceLeaderContact } == 0)
+        // Heartbeats every 10 ms keep a follower's figure small while the leader runs.
+        #expect(try eventually { try cluster.servers[followers[0]]!.run { ($0.millisecondsSinceLeaderContact ?? .max) < 1_000 } })
+        // Without a quorum no new leader can arise, so the figure only grows.
+        try cluster.stop(leader)
+        try cluster.stop(followers[1])
+        usleep(400_000)
+        let silent = try cluster.servers[followers[0]]!.run { $0.millisecondsSinceLeaderContact }
+        #expect((silent ?? 0) >= 350, "\(String(describing: silent)) ms")
+    }
+
     @Test func stoppingTheLeaderElectsAnotherAndWritesContinue() throws {
         let cluster = try TestCluster(size: 3)
         defer { cluster.shutdown() }
@@ -208,6 +224,38 @@ struct RaftReplicatorTests {
         #expect(try cluster.contents(next).count == 50)
     }
 
+    @Test func restartDoesNotHandAppliedEntriesToTheStateStoreAgain() throws {
+        // After a restart the core hands out the whole committed log again; only entries past
+        // the state's applied index may reach the state store. A replayed entry would show up
+        // as an "already applied" result (or a changed key) in an applied batch.
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        #expect(try cluster.write(on: leader, prefix: "old", count: 40).acknowledgedKeys.count == 40)
+        let expected = try cluster.contents(leader)
+        for id in [1, 2, 3] as [NodeID] { #expect(try eventually { try cluster.contents(id) == expected }) }
+        for id in [1, 2, 3] as [NodeID] { try cluster.stop(id) }
+        var seen: [NodeID: Unsafe<[AppliedBatch]>] = [:]
+        for id in [1, 2, 3] as [NodeID] {
+            try cluster.restart(id)
+            // Installed before the first election can finish (it needs several ticks), so
+            // before anything committed is handed out again.
+            let batches = Unsafe<[AppliedBatch]>([])
+            try cluster.servers[id]!.run { r in r.onApplied = { batches.value.append($0) } }
+            seen[id] = batches
+        }
+        let next = try #require(try cluster.waitForLeader())
+        #expect(try cluster.write(on: next, prefix: "new", count: 5).acknowledgedKeys.count == 5)
+        for id in [1, 2, 3] as [NodeID] {
+            #expect(try eventually { try cluster.contents(id).count == 45 }, "server \(id)")
+            let collector = seen[id]!
+            let batches = try cluster.servers[id]!.run { _ in collector.value }
+            let results = batches.flatMap(\.results)
+            #expect(results == Array(repeating: .success(true), count: 5), "server \(id): \(results)")
+            #expect(Set(batches.flatMap(\.changedKeys)) == Set((0 ..< 5).map { "new\($0)" }), "server \(id)")
+        }
+    }
+
     @Test func forwardsBeyondTheOutstandingLimitFailFast() throws {
         var config = RaftReplicatorConfig.fastForTests()
         config.maxOutstandingForwards = 2
@@ -237,6 +285,30 @@ struct RaftReplicatorTests {
             Issue.record("expected a timeout, got \(result)")
             return
         }
+    }
+
+    @Test func aWriteForwardedToADeadLeaderFailsOnceANewLeaderIsKnown() throws {
+        var config = RaftReplicatorConfig.fastForTests()
+        config.forwardTimeoutMilliseconds = 60_000  // far beyond the test: only the leader change can end it
+        config.raft.electionTicks = 30  // 0.3–0.6 s: the followers still name the old leader for a while
+        let cluster = try TestCluster(size: 3, config: config)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let follower = try #require(([1, 2, 3] as [NodeID]).first { $0 != leader })
+        try cluster.stop(leader)
+        let started = Date()
+        let outcomes = try cluster.write(on: follower, prefix: "orphan", count: 1, seconds: 20)
+        let elapsed = Date().timeIntervalSince(started)
+        let result = try #require(outcomes.all.first?.result)
+        guard case let .failure(.timeout(reason)) = result else {
+            Issue.record("expected the write to fail as of unknown outcome, got \(result)")
+            return
+        }
+        #expect(reason.contains("replaced"), "\(reason)")
+        #expect(elapsed < 20, "failed after \(elapsed) s, not at the forward timeout")
+        // The new leader takes writes again.
+        let next = try #require(try cluster.waitForLeader(excluding: leader))
+        #expect(try cluster.write(on: next, prefix: "after", count: 1).acknowledgedKeys.count == 1)
     }
 
     @Test func consistentReadIndexOnTheLeaderCoversAcknowledgedWrites() throws {
