@@ -148,6 +148,17 @@ struct HTTPSCheckTests {
         #expect(fromFile.kind == .http(url: url, method: "GET", header: [:], body: "", tlsSkipVerify: true))
     }
 
+    /// What the data dir keeps (the register JSON) reads back to the same HTTPS definition.
+    @Test func httpsDefinitionsSurviveThePersistedForm() throws {
+        let original = try LocalDefinitions.check(from: ["Name": "p", "HTTP": "https://svc:8443/h", "Interval": "2s",
+                                                         "TLSSkipVerify": true, "TLSServerName": "svc.internal"],
+                                                  requireName: true)
+        let json = LocalDefinitions.registerJSON(original)
+        #expect(json["TLSServerName"] as? String == "svc.internal")
+        let decoded = try LocalDefinitions.check(from: json, requireName: true)
+        #expect(decoded == original)
+    }
+
     @Test func serversThatAreNotTLSOrHangUpAreCritical() throws {
         let target = try TLSCheckTargetServer()
         defer { target.stop() }
