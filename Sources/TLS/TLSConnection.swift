@@ -284,6 +284,7 @@ public final class TLSConnection {
     /// Abrupt close: the transport is closed at once; `onClose` (or the handshake completion) follows.
     public func closeNow() {
         transport.loop.assertInLoopThread()
+        if state == .handshaking && failure == nil { failure = .transport("tls: handshake cancelled (connection closed locally)") }
         if state != .closed { state = .closing }
         transport.closeNow()
     }
