@@ -50,11 +50,14 @@ public final class ConclaveCluster: BenchCluster {
     }
 
     /// Starts one more server (fresh data dir `<root>/<name>`, ports 0) that retry-joins s1; appended.
+    /// Servers started after the cluster formed are plain `-server` (no -bootstrap-expect): Conclave
+    /// does not yet check that a cluster exists before a bootstrap-expect bootstrap (README).
     @discardableResult
     public func startServer(name: String) throws -> Int {
+        let late = processes.count >= count
         let dataDir = "\(root)/\(name)"
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
-        var arguments = ["agent", "-server", "-bootstrap-expect", String(count), "-node", "bench-\(tag)-\(name)",
+        var arguments = ["agent", "-server"] + (late ? [] : ["-bootstrap-expect", String(count)]) + ["-node", "bench-\(tag)-\(name)",
                          "-data-dir", dataDir, "-client", "127.0.0.1", "-bind", "127.0.0.1",
                          "-http-port", "0", "-dns-port", "-1", "-server-port", "0",
                          "-serf-lan-port", "0", "-serf-wan-port", "0", "-log-level", "info"]

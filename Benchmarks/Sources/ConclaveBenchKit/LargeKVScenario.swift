@@ -92,24 +92,45 @@ struct LargeKVScenario {
         report("restart", String(format: "follower s%d serves ?stale reads %.2f s after its process started (RSS then %@ MB)", restarted + 1,
                                  Double(monotonicNanos() - restartStart) / 1e9, mb(rssBytes(cluster.processes[restarted].pid))))
 
-        // 6. Wiped follower: stop it, delete its data, remove it from the Raft configuration, and
-        //    start an empty server (new name, new ports) that joins and catches up.
+        // 6. Wiped follower: it leaves (PUT /v1/agent/leave: the leader removes it from Raft and gossip
+        //    marks it left, so the leader does not add it back), its data dir is deleted, and an
+        //    empty server (new name, new ports, plain -server) joins and catches up.
         let wiped = followers.count > 1 ? followers[1] : followers[0]
         let wipedAddress = cluster.raftAddresses[wiped]
+        _ = control(cluster.targets[wiped], "PUT", "/v1/agent/leave", timeout: 30)
+        let leaveDeadline = Date().addingTimeInterval(30)
+        while cluster.processes[wiped].isRunning && Date() < leaveDeadline { usleep(50_000) }
         cluster.processes[wiped].stop()
         try FileManager.default.removeItem(atPath: cluster.dataDirs[wiped])
         let currentLeader = try cluster.leaderIndex(timeoutSeconds: 30)
-        if let removal = control(cluster.targets[currentLeader], "DELETE", "/v1/operator/raft/peer?address=\(wipedAddress)", timeout: 30) {
-            runner.say("large-kv: removed s\(wiped + 1) (\(wipedAddress)) from Raft: \(removal.status) \(String(decoding: removal.body.prefix(80), as: UTF8.self))")
+        try poll("s\(wiped + 1) to leave the Raft configuration", seconds: 60) {
+            guard let configuration = controlJSON(cluster.targets[currentLeader], "/v1/operator/raft/configuration", timeout: 2) as? [String: Any],
+                  let servers = configuration["Servers"] as? [[String: Any]] else { return false }
+            if !servers.contains(where: { $0["Address"] as? String == wipedAddress }) { return true }
+            _ = control(cluster.targets[currentLeader], "DELETE", "/v1/operator/raft/peer?address=\(wipedAddress)", timeout: 10)
+            return false
         }
         let catchUpStart = monotonicNanos()
         let fresh = try cluster.startServer(name: "s\(wiped + 1)-wiped")
-        try poll("the wiped follower to catch up", seconds: 900) { staleReadOK(cluster.targets[fresh], Self.markerKey) }
+        // Two parts: until the leader lists the new server in its Raft configuration (gossip join,
+        // then the leader adds it), and until the new server answers the read.
+        var addedAfter: Double?
+        let freshAddress = cluster.raftAddresses[fresh]
+        try poll("the wiped follower to catch up", seconds: 900) {
+            if addedAfter == nil, let leaderNow = try? cluster.leaderIndex(timeoutSeconds: 5),
+               let configuration = controlJSON(cluster.targets[leaderNow], "/v1/operator/raft/configuration", timeout: 2) as? [String: Any],
+               let servers = configuration["Servers"] as? [[String: Any]],
+               servers.contains(where: { $0["Address"] as? String == freshAddress }) {
+                addedAfter = Double(monotonicNanos() - catchUpStart) / 1e9
+            }
+            return staleReadOK(cluster.targets[fresh], Self.markerKey)
+        }
         let catchUp = Double(monotonicNanos() - catchUpStart) / 1e9
         let log = cluster.processes[fresh].log
         let installed = log.contains("raft: installing snapshot")
-        report("wiped follower", String(format: "empty server s%d-wiped read the last-written key %.2f s after its process started (%@); data dir %@ MB, VmRSS %@ MB",
-                                        wiped + 1, catchUp, installed ? "InstallSnapshot seen in its log" : "no InstallSnapshot in its log",
+        report("wiped follower", String(format: "empty server s%d-wiped read the last-written key %.2f s after its process started (in the leader's Raft configuration after %@ s; %@); data dir %@ MB, VmRSS %@ MB",
+                                        wiped + 1, catchUp, addedAfter.map { String(format: "%.2f", $0) } ?? "?",
+                                        installed ? "InstallSnapshot seen in its log" : "no InstallSnapshot in its log",
                                         mb(diskBytes(cluster.dataDirs[fresh])), mb(rssBytes(cluster.processes[fresh].pid))))
 
         runner.say("")
