@@ -9,8 +9,9 @@ public struct RaftConfig: Sendable, Equatable {
     public var electionTicks: Int = 10
     /// Ticks between a leader's heartbeats; must be well below `electionTicks`.
     public var heartbeatTicks: Int = 1
-    /// Unacknowledged AppendEntries per follower in the pipelined (replicate) state. 16 is a
-    /// starting point, not a measurement: to be tuned from the transport's throughput runs.
+    /// Unacknowledged AppendEntries per follower in the pipelined (replicate) state. Kept at 16
+    /// after the sweep in Benchmarks/README.md ("Pipeline sweep"): no effect on loopback, and
+    /// with a 10 ms round trip 8 or more in flight keep the rate that 1 loses.
     public var maxInflightMessages: Int = 16
     /// Entries per AppendEntries message.
     public var maxAppendEntries: Int = 64

@@ -4,6 +4,9 @@
 // sends only on its outbound connections and receives only on inbound ones (like etcd's
 // rafthttp streams), so no handshake is needed; a message names its sender.
 import EventLoop
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import RaftCore
 
@@ -87,6 +90,21 @@ public final class RaftTransport {
     public private(set) var rejectedConnections = 0
     /// Outbound connections closed because the peer stayed silent.
     public private(set) var silentPeerResets = 0
+
+    /// Test/benchmark only, off unless the environment sets it: every frame written to a peer's
+    /// connection waits this many milliseconds first, to imitate a one-way network latency between
+    /// servers on one machine without `tc netem` (which needs root and slows all loopback traffic).
+    /// Read once per process; Benchmarks' pipeline sweep uses it. Not a user setting.
+    static let testDelayMilliseconds: UInt64 = {
+        guard let text = getenv("CONCLAVE_TEST_RAFT_DELAY_MS"), let value = UInt64(String(cString: text)),
+              value > 0, value <= 10_000 else { return 0 }
+        return value
+    }()
+    /// Frames held back by `testDelayMilliseconds`, oldest first (one constant delay keeps the
+    /// due times in order, so frames to a peer stay in order), with the connection they are for.
+    private var delayedFrames: [(due: UInt64, connection: TCPConnection, frame: [UInt8])] = []
+    private var delayedHead = 0
+    private var delayTimer: LoopTimer?
 
     private final class PeerLink {
         let id: NodeID
@@ -181,7 +199,11 @@ public final class RaftTransport {
                 droppedMessages += 1
                 return
             }
-            connection.write(Framing.frame(payload))
+            if Self.testDelayMilliseconds > 0 {
+                delayWrite(Framing.frame(payload), on: connection)
+            } else {
+                connection.write(Framing.frame(payload))
+            }
             sentMessages += 1
             return
         }
@@ -190,6 +212,37 @@ public final class RaftTransport {
             connect(peer)
         }
         enqueueWhileConnecting(payload, peer)
+    }
+
+    private func delayWrite(_ frame: [UInt8], on connection: TCPConnection) {
+        delayedFrames.append((loop.nowMilliseconds + Self.testDelayMilliseconds, connection, frame))
+        if delayedFrames.count - delayedHead == 1 { armDelayTimer() }
+    }
+
+    private func armDelayTimer() {
+        guard delayedHead < delayedFrames.count, !closed else { return }
+        let timer = delayTimer ?? LoopTimer(loop: loop)
+        delayTimer = timer
+        let now = loop.nowMilliseconds
+        let due = delayedFrames[delayedHead].due
+        timer.start(afterMilliseconds: due > now ? due - now : 0) { [weak self] in self?.flushDelayed() }
+    }
+
+    private func flushDelayed() {
+        let now = loop.nowMilliseconds
+        while delayedHead < delayedFrames.count, delayedFrames[delayedHead].due <= now {
+            let item = delayedFrames[delayedHead]
+            delayedHead += 1
+            if !item.connection.isClosed { item.connection.write(item.frame) }  // else lost, as on a cut link
+        }
+        if delayedHead == delayedFrames.count {
+            delayedFrames.removeAll(keepingCapacity: true)
+            delayedHead = 0
+        } else if delayedHead > 4096 {
+            delayedFrames.removeFirst(delayedHead)
+            delayedHead = 0
+        }
+        armDelayTimer()
     }
 
     private func enqueueWhileConnecting(_ payload: [UInt8], _ peer: PeerLink) {
@@ -375,6 +428,10 @@ public final class RaftTransport {
         loop.assertInLoopThread()
         guard !closed else { return }
         closed = true
+        delayTimer?.close()
+        delayTimer = nil
+        delayedFrames = []
+        delayedHead = 0
         listener?.close()
         listener = nil
         for peer in peers.values {

@@ -12,6 +12,8 @@ public struct BenchCommand: ParsableCommand {
           swift run -c release conclave-bench --servers 3 --workload put,get --connections 1,16,64 --duration 10 --compare-etcd
           swift run -c release conclave-bench --target http://127.0.0.1:8500 --workload mixed --read-ratio 0.9
           swift run -c release conclave-bench --servers 3 --scenario failover --repetitions 5
+          swift run -c release conclave-bench --servers 3 --scenario sweep --connections 64 --duration 5
+          swift run -c release conclave-bench --servers 3 --scenario large-kv --keys 1000000
         """)
 
     @Option(help: "Start this many local servers (conclave agent -server -bootstrap-expect=N on 127.0.0.1).")
@@ -26,7 +28,7 @@ public struct BenchCommand: ParsableCommand {
     @Option(help: "A JSON config file passed to every started agent with -config-file (e.g. Raft tuning keys).")
     public var configFile: String?
 
-    @Option(help: "Workloads, comma-separated: put, get, mixed, cas, import.")
+    @Option(help: "Workloads, comma-separated: put, get, mixed, cas, import, catalog, health.")
     public var workload: String = "put"
 
     @Option(help: "Concurrent keep-alive connections, comma-separated for several runs (e.g. 1,16,64).")
@@ -65,8 +67,26 @@ public struct BenchCommand: ParsableCommand {
     @Flag(help: "Run the same put/get/mixed load against an etcd cluster of the same size and print Conclave/etcd ratios.")
     public var compareEtcd = false
 
-    @Option(help: "load (default) or failover (kill -9 the leader of a 3+ server cluster under write load).")
+    @Option(help: "load (default), failover (kill -9 the leader of a 3+ server cluster under write load), sweep (Raft pipelining limits) or large-kv.")
     public var scenario: String = "load"
+
+    @Option(help: "Sweep: raft_max_inflight values.")
+    public var sweepInflight: String = "1,2,8,64"
+
+    @Option(help: "Sweep: raft_max_append_entries values.")
+    public var sweepEntries: String = "16,64,512"
+
+    @Option(help: "Sweep: raft_max_append_bytes values (bytes; below 525312 the agent's kv_max_value_size is lowered to fit).")
+    public var sweepBytes: String = "262144,1048576"
+
+    @Option(help: "Sweep: injected one-way delay in ms between servers (CONCLAVE_TEST_RAFT_DELAY_MS, a test-only switch of the agent).")
+    public var sweepDelayMs: String = "0"
+
+    @Option(help: "Sweep: rounds over all combinations (rows alternate between combinations within a round).")
+    public var sweepRounds: Int = 1
+
+    @Option(help: "health workload: instances of the queried service.")
+    public var healthInstances: Int = 10
 
     @Option(help: "Failover: how many times (a fresh cluster each time).")
     public var repetitions: Int = 5
@@ -85,6 +105,7 @@ public struct BenchCommand: ParsableCommand {
     public var connectionCounts: [Int] { Self.list(connections).compactMap { Int($0) } }
     public var consistencyMode: Consistency { Consistency(rawValue: consistency) ?? .default }
     public var scenarioKind: Scenario { Scenario(rawValue: scenario) ?? .load }
+    static func ints(_ text: String) -> [Int] { list(text).compactMap { Int($0) } }
     public var failoverTimes: (killAfter: Double, total: Double) {
         let parts = Self.list(failoverWindow).compactMap(Double.init)
         return (parts.first ?? 3, parts.count > 1 ? parts[1] : 15)
@@ -110,7 +131,7 @@ public struct BenchCommand: ParsableCommand {
             throw ValidationError("--target: every address must be http://host:port (got \"\(target!)\").")
         }
         for name in Self.list(workload) where Workload(rawValue: name) == nil {
-            throw ValidationError("Unknown workload \"\(name)\": use put, get, mixed, cas or import.")
+            throw ValidationError("Unknown workload \"\(name)\": use put, get, mixed, cas, import, catalog or health.")
         }
         if workloads.isEmpty { throw ValidationError("--workload: give at least one of put, get, mixed, cas, import.") }
         for text in Self.list(connections) {
@@ -127,10 +148,25 @@ public struct BenchCommand: ParsableCommand {
         if !(1...10_000_000).contains(keys) { throw ValidationError("--keys must be 1...10000000.") }
         if !(1...64).contains(clientLoops) { throw ValidationError("--client-loops must be 1...64.") }
         if !(warmup >= 0 && warmup <= 600) { throw ValidationError("--warmup must be 0...600 seconds.") }
-        guard let scenarioValue = Scenario(rawValue: scenario) else { throw ValidationError("--scenario must be load or failover.") }
+        guard let scenarioValue = Scenario(rawValue: scenario) else { throw ValidationError("--scenario must be load, failover, sweep or large-kv.") }
+        if !(1...1000).contains(healthInstances) { throw ValidationError("--health-instances must be 1...1000.") }
+        if scenarioValue == .sweep {
+            guard servers != nil else { throw ValidationError("--scenario sweep needs --servers (a fresh cluster per combination).") }
+            for (name, text, range) in [("--sweep-inflight", sweepInflight, 1...4096), ("--sweep-entries", sweepEntries, 1...65536),
+                                        ("--sweep-bytes", sweepBytes, 4096...(64 << 20)), ("--sweep-delay-ms", sweepDelayMs, 0...10_000)] {
+                let values = Self.list(text)
+                guard !values.isEmpty, values.allSatisfy({ Int($0).map(range.contains) ?? false }) else {
+                    throw ValidationError("\(name): comma-separated integers in \(range.lowerBound)...\(range.upperBound) (got \"\(text)\").")
+                }
+            }
+            if !(1...20).contains(sweepRounds) { throw ValidationError("--sweep-rounds must be 1...20.") }
+        }
+        if scenarioValue == .largeKV {
+            guard let servers, servers >= 3 else { throw ValidationError("--scenario large-kv needs --servers 3 or more.") }
+        }
         if compareEtcd && target != nil { throw ValidationError("--compare-etcd needs --servers (etcd is started with the same size).") }
-        if compareEtcd && workloads.contains(where: { $0 == .cas || $0 == .import }) {
-            throw ValidationError("--compare-etcd runs put, get and mixed only (cas and import have no etcd gateway equivalent here).")
+        if compareEtcd && workloads.contains(where: { [.cas, .import, .catalog, .health].contains($0) }) {
+            throw ValidationError("--compare-etcd runs put, get and mixed only (cas, import, catalog and health have no etcd gateway equivalent here).")
         }
         if workloads.contains(.import) && target == nil && servers == nil { throw ValidationError("import needs a cluster.") }
         if scenarioValue == .failover {

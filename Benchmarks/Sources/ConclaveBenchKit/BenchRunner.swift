@@ -27,6 +27,14 @@ final class BenchRunner {
             try FailoverScenario(runner: self).run()
             return
         }
+        if options.scenarioKind == .sweep {
+            try SweepScenario(runner: self).run()
+            return
+        }
+        if options.scenarioKind == .largeKV {
+            try LargeKVScenario(runner: self).run()
+            return
+        }
         if options.target != nil {
             try runAll([SystemUnderTest(system: .conclave, fixedTargets: options.targets, cluster: nil)])
         } else {
@@ -115,6 +123,12 @@ final class BenchRunner {
                 }
                 continue
             }
+            if workload == .health {
+                for sut in systems where sut.system == .conclave && !preloaded.contains("health") {
+                    try registerHealthInstances(targets: try targets(sut.fixedTargets, sut.cluster))
+                    preloaded.insert("health")
+                }
+            }
             if [.get, .mixed, .cas].contains(workload) {
                 for sut in systems where !preloaded.contains(sut.system.rawValue) {
                     try preload(system: sut.system, targets: try targets(sut.fixedTargets, sut.cluster))
@@ -129,7 +143,21 @@ final class BenchRunner {
         }
     }
 
-    private func runOne(_ sut: SystemUnderTest, workload: Workload, connections: Int) throws {
+    /// Registers `healthInstances` nodes, each with one instance of `LoadPlan.healthService`.
+    private func registerHealthInstances(targets: [Target]) throws {
+        for i in 0..<options.healthInstances {
+            let body = RequestEncoding.catalogRegisterBody(node: "bench-health-node-\(i)", service: LoadPlan.healthService, port: 9000 + i)
+            guard let answer = control(targets[0], "PUT", "/v1/catalog/register", body: body, timeout: 30),
+                  answer.status == 200 else { throw BenchError("registering health instance \(i) failed") }
+        }
+        let list = controlJSON(targets[0], "/v1/health/service/\(LoadPlan.healthService)") as? [Any]
+        guard list?.count == options.healthInstances else {
+            throw BenchError("health: expected \(options.healthInstances) instances, got \(list?.count ?? -1)")
+        }
+        say("conclave: registered \(options.healthInstances) instances of \(LoadPlan.healthService)")
+    }
+
+    func runOne(_ sut: SystemUnderTest, workload: Workload, connections: Int) throws {
         let system = sut.system
         let serverCount = sut.cluster?.targets.count ?? sut.fixedTargets!.count
         let runTargets = try targets(sut.fixedTargets, sut.cluster)
@@ -151,7 +179,8 @@ final class BenchRunner {
                                                           servers: serverCount),
                                startedAt: startedAt, elapsedSeconds: outcome.elapsedSeconds, operations: outcome.operations,
                                latencyMs: LatencySummary(histogram: outcome.histogram), errors: outcome.errors,
-                               extra: workload == .cas ? ["casConflicts": Double(outcome.casConflicts)] : [:])
+                               extra: (workload == .cas ? ["casConflicts": Double(outcome.casConflicts)] : [:])
+                                   .merging(["loadAverage1m": loadAverage()]) { a, _ in a })
         results.append(result)
         let rendered = Table.render([Table.row(result)]).split(separator: "\n").map(String.init)
         if results.count == 1 { say(rendered[0]) }
@@ -163,14 +192,14 @@ final class BenchRunner {
         if options.json { print(result.jsonLine()); fflush(nil) }
     }
 
-    private func targets(_ fixed: [Target]?, _ cluster: BenchCluster?) throws -> [Target] {
+    func targets(_ fixed: [Target]?, _ cluster: BenchCluster?) throws -> [Target] {
         if let fixed { return options.spread ? fixed : [fixed[0]] }
         let all = cluster!.targets
         if options.spread { return all }
         return [all[try cluster!.leaderIndex(timeoutSeconds: 30)]]
     }
 
-    private func runTag() -> String { String(UUID().uuidString.prefix(8)).lowercased() }
+    func runTag() -> String { String(UUID().uuidString.prefix(8)).lowercased() }
 
     /// Writes `bench/get/0..<keys` once (16 connections), checked: every key must be acknowledged.
     private func preload(system: System, targets: [Target]) throws {
@@ -222,6 +251,12 @@ final class BenchRunner {
                    options.keys, elapsed, result.opsPerSecond))
         if options.json { print(result.jsonLine()); fflush(nil) }
         return result
+    }
+
+    /// The 1-minute load average (/proc/loadavg), recorded with each run: the machine is shared.
+    func loadAverage() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return -1 }
+        return Double(text.split(separator: " ").first ?? "") ?? -1
     }
 
     private func printSummary() {

@@ -18,37 +18,27 @@ public final class ConclaveCluster: BenchCluster {
     public private(set) var processes: [ChildProcess] = []
     /// Raft address ("127.0.0.1:port", the agent's gossip host and `port` tag) of each server.
     public private(set) var raftAddresses: [String] = []
-    private let root: String
+    public let root: String
+    /// Per server: its data dir, the arguments it was started with, and the bound HTTP, Raft and LAN
+    /// ports, so `restart` can start it again on the same ports (peers keep its address).
+    public private(set) var dataDirs: [String] = []
+    private var arguments: [[String]] = []
+    private var boundPorts: [(http: Int, raft: Int, lan: Int)] = []
+    private let binary: String
+    private let configFile: String?
+    private let count: Int
+    private let tag: String
+    private var joinAddress: String?
 
     /// Starts `count` servers; the 2nd.. retry-join the first's LAN port. Waits until every server
     /// reports the same leader and `count` peers.
     public init(count: Int, binary: String, configFile: String?, log: (String) -> Void) throws {
         root = try makeTempDir("conclave")
-        let tag = String(UUID().uuidString.prefix(6)).lowercased()
-        var joinAddress: String?
-        for i in 1...count {
-            let dataDir = "\(root)/s\(i)"
-            try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
-            var arguments = ["agent", "-server", "-bootstrap-expect", String(count), "-node", "bench-\(tag)-s\(i)",
-                             "-data-dir", dataDir, "-client", "127.0.0.1", "-bind", "127.0.0.1",
-                             "-http-port", "0", "-dns-port", "-1", "-server-port", "0",
-                             "-serf-lan-port", "0", "-serf-wan-port", "0", "-log-level", "info"]
-            if let joinAddress { arguments += ["-retry-join", joinAddress, "-retry-interval", "1s"] }
-            if let configFile { arguments += ["-config-file", configFile] }
-            let process = try ChildProcess(name: "conclave s\(i)", executable: binary, arguments: arguments,
-                                           logPath: "\(root)/s\(i).log")
-            processes.append(process)
-            let port = try process.waitForNumber(after: "Started HTTP server: address=127.0.0.1:", seconds: 60)
-            let target = Target(host: "127.0.0.1", port: port)
-            targets.append(target)
-            let member = (controlJSON(target, "/v1/agent/self") as? [String: Any])?["Member"] as? [String: Any]
-            let tags = member?["Tags"] as? [String: String]
-            raftAddresses.append("127.0.0.1:\(tags?["port"] ?? "?")")
-            if joinAddress == nil {
-                guard let lanPort = member?["Port"] as? Int else { throw BenchError("no LAN port in /v1/agent/self of s1") }
-                joinAddress = "127.0.0.1:\(lanPort)"
-            }
-        }
+        tag = String(UUID().uuidString.prefix(6)).lowercased()
+        self.binary = binary
+        self.configFile = configFile
+        self.count = count
+        for i in 1...count { try startServer(name: "s\(i)") }
         log("conclave: \(count) server(s) started (HTTP \(targets.map(\.description).joined(separator: ", ")); data and logs in \(root))")
         let started = Date()
         try poll("\(count) Conclave servers to agree on one leader and \(count) peers", seconds: 90) {
@@ -57,6 +47,53 @@ public final class ConclaveCluster: BenchCluster {
             return targets.allSatisfy { Set((controlJSON($0, "/v1/status/peers") as? [String]) ?? []).count == count }
         }
         log(String(format: "conclave: leader elected, %d peers, %.1f s after the last start", count, Date().timeIntervalSince(started)))
+    }
+
+    /// Starts one more server (fresh data dir `<root>/<name>`, ports 0) that retry-joins s1; appended.
+    /// Servers started after the cluster formed are plain `-server` (no -bootstrap-expect): Conclave
+    /// does not yet check that a cluster exists before a bootstrap-expect bootstrap (README).
+    @discardableResult
+    public func startServer(name: String) throws -> Int {
+        let late = processes.count >= count
+        let dataDir = "\(root)/\(name)"
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        var arguments = ["agent", "-server"] + (late ? [] : ["-bootstrap-expect", String(count)]) + ["-node", "bench-\(tag)-\(name)",
+                         "-data-dir", dataDir, "-client", "127.0.0.1", "-bind", "127.0.0.1",
+                         "-http-port", "0", "-dns-port", "-1", "-server-port", "0",
+                         "-serf-lan-port", "0", "-serf-wan-port", "0", "-log-level", "info"]
+        if let joinAddress { arguments += ["-retry-join", joinAddress, "-retry-interval", "1s"] }
+        if let configFile { arguments += ["-config-file", configFile] }
+        let process = try ChildProcess(name: "conclave \(name)", executable: binary, arguments: arguments,
+                                       logPath: "\(root)/\(name).log")
+        processes.append(process)
+        let port = try process.waitForNumber(after: "Started HTTP server: address=127.0.0.1:", seconds: 60)
+        let target = Target(host: "127.0.0.1", port: port)
+        targets.append(target)
+        let member = (controlJSON(target, "/v1/agent/self") as? [String: Any])?["Member"] as? [String: Any]
+        let tags = member?["Tags"] as? [String: String]
+        raftAddresses.append("127.0.0.1:\(tags?["port"] ?? "?")")
+        guard let lanPort = member?["Port"] as? Int, let raftPort = Int(tags?["port"] ?? "") else {
+            throw BenchError("no LAN or Raft port in /v1/agent/self of \(name)")
+        }
+        if joinAddress == nil { joinAddress = "127.0.0.1:\(lanPort)" }
+        dataDirs.append(dataDir)
+        self.arguments.append(arguments)
+        boundPorts.append((port, raftPort, lanPort))
+        return processes.count - 1
+    }
+
+    /// Stops server `index` (SIGTERM) and starts it again with the same data dir and the same
+    /// HTTP, Raft and LAN ports. Returns once the process is started (not once it serves).
+    public func restart(_ index: Int) throws {
+        processes[index].stop()
+        let ports = boundPorts[index]
+        var arguments = self.arguments[index]
+        for (flag, value) in [("-http-port", ports.http), ("-server-port", ports.raft), ("-serf-lan-port", ports.lan)] {
+            if let i = arguments.firstIndex(of: flag) { arguments[i + 1] = String(value) }
+        }
+        let name = URL(fileURLWithPath: dataDirs[index]).lastPathComponent
+        processes[index] = try ChildProcess(name: "conclave \(name)", executable: binary, arguments: arguments,
+                                            logPath: "\(root)/\(name)-restart.log")
     }
 
     /// The leader's Raft address as one live server reports it ("" when none).

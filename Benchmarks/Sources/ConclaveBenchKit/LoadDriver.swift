@@ -56,6 +56,8 @@ public struct LoadPlan: Sendable {
     public static let getPrefix = "bench/get"
     /// CAS contends on the preloaded keys.
     public static let casPrefix = "bench/get"
+    /// The service the health workload queries (instances registered before the run).
+    public static let healthService = "bench-health"
 }
 
 public struct LoadOutcome: Sendable {
@@ -213,6 +215,15 @@ final class LoadWorker: @unchecked Sendable {
             }
             let key = "\(plan.putPrefix)/\(connection.id)/\(connection.sequence)"
             return PendingRequest(kind: .write, bytes: encodePut(key: key, connection: connection), sentNanos: now)
+        case .catalog:
+            // A distinct node with one service per request: the catalog grows as KV does under put.
+            let node = "\(plan.putPrefix.replacingOccurrences(of: "/", with: "-"))-\(connection.id)-\(connection.sequence)"
+            return PendingRequest(kind: .write, bytes: RequestEncoding.catalogRegister(node: node, service: "svc-\(connection.id)",
+                                                                                       host: host), sentNanos: now)
+        case .health:
+            return PendingRequest(kind: .read, bytes: RequestEncoding.healthService(LoadPlan.healthService,
+                                                                                    consistency: plan.consistency, host: host),
+                                  sentNanos: now)
         case .cas:
             let key = "\(LoadPlan.casPrefix)/\(Int(connection.random() * Double(plan.keys)) % max(1, plan.keys))"
             connection.casKey = key

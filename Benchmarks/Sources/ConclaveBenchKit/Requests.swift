@@ -29,6 +29,27 @@ public enum RequestEncoding {
         return request(method: "GET", path: "/v1/kv/\(key)\(query)", host: host)
     }
 
+    /// Consul's `PUT /v1/catalog/register` body: a node with an address and one service.
+    public static func catalogRegister(node: String, service: String, port: Int = 8080, host: String) -> [UInt8] {
+        request(method: "PUT", path: "/v1/catalog/register", host: host, body: catalogRegisterBody(node: node, service: service, port: port),
+                contentType: "application/json")
+    }
+
+    public static func catalogRegisterBody(node: String, service: String, port: Int = 8080) -> [UInt8] {
+        let body = "{\"Node\":\"\(node)\",\"Address\":\"10.1.2.3\",\"Service\":{\"ID\":\"\(service)-1\",\"Service\":\"\(service)\",\"Tags\":[\"bench\"],\"Address\":\"10.1.2.3\",\"Port\":\(port)}}"
+        return Array(body.utf8)
+    }
+
+    public static func healthService(_ name: String, consistency: Consistency, host: String) -> [UInt8] {
+        let query: String
+        switch consistency {
+        case .default: query = ""
+        case .stale: query = "?stale"
+        case .consistent: query = "?consistent"
+        }
+        return request(method: "GET", path: "/v1/health/service/\(name)\(query)", host: host)
+    }
+
     // MARK: etcd v3 JSON gateway
 
     /// `{"key":"<b64>","value":"<b64>"}` to /v3/kv/put.

@@ -12,6 +12,10 @@ public enum Workload: String, Codable, Sendable, CaseIterable {
     case cas
     /// `conclave kv import` of a generated export file (Conclave only).
     case `import`
+    /// `PUT /v1/catalog/register` of a distinct node with one service per request (Consul's JSON body).
+    case catalog
+    /// `GET /v1/health/service/<name>` of one service with `healthInstances` instances (registered first).
+    case health
 }
 
 public enum Consistency: String, Codable, Sendable, CaseIterable {
@@ -23,6 +27,10 @@ public enum Scenario: String, Codable, Sendable, CaseIterable {
     case load
     /// Writes running on a 3-server cluster, kill -9 of the leader, gap until writes succeed again.
     case failover
+    /// One fresh cluster per combination of Raft pipelining limits (and injected delay): PUT load, one row each.
+    case sweep
+    /// Load `keys` keys into a 3-server cluster, then disk, memory, restart, GET, snapshot and catch-up figures.
+    case largeKV = "large-kv"
 }
 
 public enum System: String, Codable, Sendable {

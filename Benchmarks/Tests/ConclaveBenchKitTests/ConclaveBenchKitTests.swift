@@ -22,6 +22,20 @@ struct OptionsTests {
         #expect(try parse(["--servers", "1", "--spread"]).settings(system: .etcd, workload: .get, connections: 1, servers: 1).targeting == "spread")
     }
 
+    @Test func newScenariosAndWorkloadsParse() throws {
+        let sweep = try parse(["--servers", "3", "--scenario", "sweep", "--sweep-inflight", "1,64", "--sweep-delay-ms", "0,5"])
+        #expect(sweep.scenarioKind == .sweep)
+        #expect(try parse(["--servers", "3", "--scenario", "large-kv", "--keys", "10000000"]).scenarioKind == .largeKV)
+        #expect(try parse(["--servers", "3", "--workload", "catalog,health"]).workloads == [.catalog, .health])
+    }
+
+    @Test func sweepConfigFitsTheAgentsLimits() throws {
+        let small = try #require(try JSONSerialization.jsonObject(with: Data(SweepConfig.json(inflight: 2, entries: 64, bytes: 262_144).utf8)) as? [String: Int])
+        #expect(small == ["raft_max_inflight": 2, "raft_max_append_entries": 64, "raft_max_append_bytes": 262_144, "kv_max_value_size": 261_120])
+        let large = try #require(try JSONSerialization.jsonObject(with: Data(SweepConfig.json(inflight: 8, entries: 512, bytes: 1 << 20).utf8)) as? [String: Int])
+        #expect(large == ["raft_max_inflight": 8, "raft_max_append_entries": 512, "raft_max_append_bytes": 1 << 20])
+    }
+
     @Test func targetsParse() throws {
         let command = try parse(["--target", "http://127.0.0.1:8500,localhost:8501"])
         #expect(command.targets == [Target(host: "127.0.0.1", port: 8500), Target(host: "localhost", port: 8501)])
@@ -44,6 +58,13 @@ struct OptionsTests {
         (["--servers", "3", "--scenario", "failover", "--failover-window", "5,4"], "--failover-window"),
         (["--target", "http://127.0.0.1:1", "--compare-etcd"], "--compare-etcd"),
         (["--servers", "1", "--compare-etcd", "--workload", "cas"], "put, get and mixed"),
+        (["--servers", "1", "--compare-etcd", "--workload", "health"], "put, get and mixed"),
+        (["--target", "http://127.0.0.1:1", "--scenario", "sweep"], "needs --servers"),
+        (["--servers", "3", "--scenario", "sweep", "--sweep-inflight", "0,2"], "--sweep-inflight"),
+        (["--servers", "3", "--scenario", "sweep", "--sweep-bytes", "1k"], "--sweep-bytes"),
+        (["--servers", "3", "--scenario", "sweep", "--sweep-delay-ms", "20000"], "--sweep-delay-ms"),
+        (["--servers", "1", "--scenario", "large-kv"], "3 or more"),
+        (["--servers", "1", "--workload", "health", "--health-instances", "0"], "--health-instances"),
     ] as [([String], String)])
     func invalidOptionsAreRejectedWithAMessage(arguments: [String], expected: String) {
         do {
@@ -155,6 +176,19 @@ struct RequestEncodingTests {
             #expect(object["key"] as? String == "aw==")
             #expect((object["serializable"] as? Bool ?? false) == serializable)
         }
+    }
+
+    @Test func catalogAndHealthRequests() throws {
+        let text = String(decoding: RequestEncoding.catalogRegister(node: "n1", service: "web", port: 80, host: "h:1"), as: UTF8.self)
+        #expect(text.hasPrefix("PUT /v1/catalog/register HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/json\r\n"))
+        let body = try #require(text.components(separatedBy: "\r\n\r\n").last)
+        #expect(text.contains("Content-Length: \(body.utf8.count)\r\n"))
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])
+        #expect(object["Node"] as? String == "n1")
+        let service = try #require(object["Service"] as? [String: Any])
+        #expect(service["Service"] as? String == "web" && service["Port"] as? Int == 80)
+        #expect(String(decoding: RequestEncoding.healthService("web", consistency: .stale, host: "h:1"), as: UTF8.self)
+            == "GET /v1/health/service/web?stale HTTP/1.1\r\nHost: h:1\r\n\r\n")
     }
 
     @Test func modifyIndexIsReadFromAKVBody() {
