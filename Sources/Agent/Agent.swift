@@ -143,6 +143,9 @@ public final class Agent: @unchecked Sendable {
         localServices.clusterSize = { [weak gossip] in max(1, gossip?.lan?.members.count ?? 1) }
         try localServices.load(config: config)
         api.localState = localServices.state
+        gossip.localServices = { [weak state = localServices.state] in
+            state?.services.values.map { ($0.name, $0.tags) } ?? []
+        }
         self.localServices = localServices
         // Anti-entropy reaches the catalog through the agent's own API: served here on a
         // server, forwarded over RPC to a server on a client.

@@ -40,6 +40,8 @@ final class AgentGossip {
     private(set) var userEvents = RecentUserEvents()
     /// Runs on the loop thread after a user event was recorded (wakes blocking lists).
     var onUserEvent: (() -> Void)?
+    /// This agent's services (name, tags), for user events' service and tag filters.
+    var localServices: () -> [(name: String, tags: [String])] = { [] }
     private let handlers: [EventHandlerSpec]
     private let handlerRunner: EventHandlerRunner?
     private var ownTags: [String: String] = [:]
@@ -235,7 +237,7 @@ final class AgentGossip {
                 logger.warning("serf: dropping a malformed user event", metadata: ["name": "\(name)"])
                 return
             }
-            guard event.matches(nodeName: config.nodeName) else { return }
+            guard event.matches(nodeName: config.nodeName, services: localServices()) else { return }
             logger.info("agent: Received user event", metadata: ["name": "\(name)", "id": "\(event.id)", "ltime": "\(ltime)"])
             userEvents.append(event)
             onUserEvent?()

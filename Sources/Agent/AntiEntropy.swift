@@ -93,6 +93,9 @@ enum SyncOperation: Equatable {
 final class AntiEntropy {
     /// The ID of the gossip health check the servers maintain for every node.
     static let serfHealthCheckID = "serfHealth"
+    /// The service the leader registers for every server (Consul's structs.ConsulServiceID):
+    /// like serfHealth, owned by the leader, never removed by a server's own sync.
+    static let consulServiceID = "consul"
     /// Consul's anti-entropy base interval and the node count above which it scales.
     static let baseIntervalMilliseconds: UInt64 = 60_000
     static let scaleThreshold = 128
@@ -127,7 +130,7 @@ final class AntiEntropy {
     static func plan(localServices: [String: ServiceDefinition], localChecks: [String: CheckState],
                      catalogServices: [String: SyncedService], catalogChecks: [String: SyncedCheck]) -> [SyncOperation] {
         var operations: [SyncOperation] = []
-        let deregisteredServices = Set(catalogServices.keys.filter { localServices[$0] == nil })
+        let deregisteredServices = Set(catalogServices.keys.filter { localServices[$0] == nil && $0 != consulServiceID })
         for id in deregisteredServices.sorted() { operations.append(.deregisterService(id: id)) }
         for (id, check) in catalogChecks.sorted(by: { $0.key < $1.key }) where localChecks[id] == nil && id != serfHealthCheckID {
             // Deregistering a service takes its checks with it.

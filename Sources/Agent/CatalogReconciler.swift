@@ -74,12 +74,21 @@ final class CatalogReconciler {
             let host = AgentGossip.host(of: member.address)
             switch status.serfStatus {
             case 1:  // alive
-                if let existing, existing.address == host, serfHealth[key] == CatalogCheckStatus.passing { continue }
+                let consul = consulService(member)
+                if let existing, existing.address == host, serfHealth[key] == CatalogCheckStatus.passing,
+                   try consul.map({ wanted in try catalog.catalogNode(member.name).services.contains { $0.id == wanted.id && $0.port == wanted.port } }) ?? true {
+                    continue
+                }
                 var node = existing ?? CatalogNode(name: member.name, id: member.tags["id"] ?? "", address: host,
                                                    datacenter: datacenter)
                 node.address = host
                 if node.id.isEmpty { node.id = member.tags["id"] ?? "" }
-                commands.append(.memberAlive(node))
+                var command = CatalogCommand.memberAlive(node)
+                if let consul, case .register(var registration) = command {
+                    registration.service = consul
+                    command = .register(registration)
+                }
+                commands.append(command)
             case 4:  // failed
                 if serfHealth[key] == CatalogCheckStatus.critical { continue }
                 let node = existing ?? CatalogNode(name: member.name, id: member.tags["id"] ?? "", address: host,
@@ -91,6 +100,18 @@ final class CatalogReconciler {
                 continue
             }
         }
+        return commands + reaped(nodes: nodes, serfHealth: serfHealth, memberNames: memberNames)
+    }
+
+    /// Servers (role "consul" with a server port) appear as the `consul` service on their
+    /// node, as in Consul (clients and DNS find servers that way).
+    static func consulService(_ member: Member) -> CatalogService? {
+        guard member.tags["role"] == "consul", let port = member.tags["port"].flatMap(Int.init), port > 0 else { return nil }
+        return CatalogService(node: member.name, id: AntiEntropy.consulServiceID, service: "consul", port: port)
+    }
+
+    static func reaped(nodes: [CatalogNode], serfHealth: [String: String], memberNames: Set<String>) -> [CatalogCommand] {
+        var commands: [CatalogCommand] = []
         // Reaped: gone from the pool altogether, but still carrying the leader's serfHealth.
         for node in nodes where serfHealth[CatalogLimits.folded(node.name)] != nil
             && !memberNames.contains(CatalogLimits.folded(node.name)) {

@@ -5,6 +5,7 @@ import EventLoop
 import Foundation
 import Glibc
 import HTTP
+import TLS
 
 /// Consul's check_output_max_size default: check output beyond it is cut.
 let checkOutputMaxBytes = 4096
@@ -24,15 +25,15 @@ struct CheckURL: Equatable {
     var host: String
     var port: Int
     var pathAndQuery: String
+    /// https://: the request goes over TLS (port 443 unless given).
+    var isTLS = false
 
-    /// nil with the reason for anything but a plain http:// URL.
+    /// The reason for anything but an http:// or https:// URL.
     static func parse(_ text: String) -> Result<CheckURL, DefinitionError> {
         let lower = text.lowercased()
-        if lower.hasPrefix("https://") {
-            return .failure(DefinitionError("HTTPS checks are not supported by this build (no TLS library); use http://"))
-        }
-        guard lower.hasPrefix("http://") else { return .failure(DefinitionError("unsupported protocol scheme in \"\(text)\"")) }
-        var rest = Substring(text.dropFirst("http://".count))
+        let isTLS = lower.hasPrefix("https://")
+        guard isTLS || lower.hasPrefix("http://") else { return .failure(DefinitionError("unsupported protocol scheme in \"\(text)\"")) }
+        var rest = Substring(text.dropFirst(isTLS ? "https://".count : "http://".count))
         var path = "/"
         if let slash = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) {
             path = String(rest[slash...])
@@ -41,7 +42,7 @@ struct CheckURL: Equatable {
         }
         if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }  // userinfo: not sent
         var host = rest
-        var port = 80
+        var port = isTLS ? 443 : 80
         if rest.first == "[" {
             guard let close = rest.firstIndex(of: "]") else { return .failure(DefinitionError("invalid host in \"\(text)\"")) }
             host = rest[rest.index(after: rest.startIndex)..<close]
@@ -58,7 +59,7 @@ struct CheckURL: Equatable {
             port = p
         }
         guard !host.isEmpty else { return .failure(DefinitionError("missing host in \"\(text)\"")) }
-        return .success(CheckURL(host: String(host), port: port, pathAndQuery: path))
+        return .success(CheckURL(host: String(host), port: port, pathAndQuery: path, isTLS: isTLS))
     }
 
     var authority: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
@@ -159,8 +160,11 @@ enum CheckProbes {
     // MARK: HTTP
 
     /// Consul's HTTP check: 2xx passing, 429 warning, anything else critical; output
-    /// "HTTP GET <url>: <code> <reason> Output: <body prefix>".
+    /// "HTTP GET <url>: <code> <reason> Output: <body prefix>". https:// URLs run TLS over the
+    /// same connection: the certificate is verified against the system CA store and the URL's
+    /// host (or `tlsServerName`, which also goes in SNI) unless `tlsSkipVerify`.
     static func http(loop: Loop, url: String, method: String, header: [String: [String]], body: String,
+                     tlsSkipVerify: Bool = false, tlsServerName: String = "",
                      timeoutMilliseconds: UInt64, completion: @escaping ProbeCompletion) {
         let target: CheckURL
         switch CheckURL.parse(url) {
@@ -177,6 +181,10 @@ enum CheckProbes {
             open?.closeNow()
             once.call(.critical, "\(goMethod(method)) \"\(url)\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")
         }
+        let fail = { (message: String) in
+            timer.close()
+            once.call(.critical, "\(goMethod(method)) \"\(url)\": \(message)")
+        }
         connect(loop: loop, host: target.host, port: target.port) { result in
             guard !once.done else {
                 if case .success(let connection) = result { connection.closeNow() }
@@ -185,49 +193,78 @@ enum CheckProbes {
             let connection: TCPConnection
             switch result {
             case .failure(let failure):
-                timer.close()
-                once.call(.critical, "\(goMethod(method)) \"\(url)\": \(failure.message)")
+                fail(failure.message)
                 return
             case .success(let c): connection = c
             }
             open = connection
-            let decoder = HTTPResponseDecoder(maxBodyBytes: checkOutputMaxBytes)
-            decoder.truncatesBody = true
-            decoder.expectsNoBody = method == "HEAD"
-            var finished = false
-            func finish(_ outcome: HTTPResponseDecoder.Outcome) {
-                switch outcome {
-                case .needMore: return
-                case .response(let response, _):
-                    finished = true
-                    timer.close()
+            let request = requestBytes(target: target, method: method, header: header, body: body)
+            guard target.isTLS else {
+                exchange(over: connection, request: request, url: url, method: method, timer: timer, once: once)
+                return
+            }
+            TLSContext.loadSharedClient(verifyPeer: !tlsSkipVerify, on: loop) { loaded in
+                guard !once.done else {  // timed out meanwhile
                     connection.closeNow()
-                    let status: CheckStatus = (200...299).contains(response.status) ? .passing : response.status == 429 ? .warning : .critical
-                    let output = "HTTP \(method) \(url): \(response.status) \(HTTPResponse.reasonPhrase(response.status)) Output: "
-                        + truncatedCheckOutput(response.body)
-                    once.call(status, output)
-                case .failed(let message):
-                    finished = true
-                    timer.close()
+                    return
+                }
+                let context: TLSContext
+                switch loaded {
+                case .success(let c): context = c
+                case .failure(let error):
                     connection.closeNow()
-                    once.call(.critical, "\(goMethod(method)) \"\(url)\": \(message)")
+                    fail("\(error)")
+                    return
+                }
+                TLSConnection.client(over: connection, context: context,
+                                     serverName: tlsServerName.isEmpty ? target.host : tlsServerName) { result in
+                    guard !once.done else { return }  // timed out: the timer closed the transport
+                    switch result {
+                    case .failure(let error): fail("\(error)")
+                    case .success(let tls): exchange(over: tls, request: request, url: url, method: method, timer: timer, once: once)
+                    }
                 }
             }
-            connection.onRead = { bytes in
-                guard !finished else { return }
-                finish(bytes.withUnsafeBytes { decoder.feed($0) })
-            }
-            connection.onClose = { error in
-                guard !finished else { return }
-                if error == nil {
-                    finish(decoder.feedEOF())
-                } else {
-                    finish(.failed(error.map { "\($0)" } ?? "connection closed"))
-                }
-            }
-            connection.startReading()
-            connection.write(requestBytes(target: target, method: method, header: header, body: body))
         }
+    }
+
+    /// Sends the request and decodes the response, over TCP or TLS.
+    private static func exchange(over stream: some ProbeStream, request: [UInt8], url: String, method: String,
+                                 timer: LoopTimer, once: Once) {
+        let decoder = HTTPResponseDecoder(maxBodyBytes: checkOutputMaxBytes)
+        decoder.truncatesBody = true
+        decoder.expectsNoBody = method == "HEAD"
+        var finished = false
+        func finish(_ outcome: HTTPResponseDecoder.Outcome) {
+            switch outcome {
+            case .needMore: return
+            case .response(let response, _):
+                finished = true
+                timer.close()
+                stream.closeNow()
+                let status: CheckStatus = (200...299).contains(response.status) ? .passing : response.status == 429 ? .warning : .critical
+                let output = "HTTP \(method) \(url): \(response.status) \(HTTPResponse.reasonPhrase(response.status)) Output: "
+                    + truncatedCheckOutput(response.body)
+                once.call(status, output)
+            case .failed(let message):
+                finished = true
+                timer.close()
+                stream.closeNow()
+                once.call(.critical, "\(goMethod(method)) \"\(url)\": \(message)")
+            }
+        }
+        stream.startProbeReading(onRead: { bytes in
+            guard !finished else { return }
+            finish(bytes.withUnsafeBytes { decoder.feed($0) })
+        }, onClose: { error in
+            guard !finished else { return }
+            if let error {
+                finish(.failed(error))
+            } else {
+                finish(decoder.feedEOF())
+            }
+        })
+        stream.write(request)
     }
 
     private static func goMethod(_ method: String) -> String {
@@ -410,6 +447,29 @@ final class ScriptRun {
         var status: Int32 = 0
         _ = waitpid(pid, &status, 0)  // SIGKILLed: returns at once
         close(outputFD)
+    }
+}
+
+/// The byte stream an HTTP probe talks over: plain TCP or TLS on top of it.
+protocol ProbeStream: AnyObject {
+    func write(_ bytes: [UInt8])
+    func closeNow()
+    /// Sets the callbacks (onClose: nil for EOF, the error's text otherwise) and starts reading.
+    func startProbeReading(onRead: @escaping ([UInt8]) -> Void, onClose: @escaping (String?) -> Void)
+}
+
+extension TCPConnection: ProbeStream {
+    func startProbeReading(onRead: @escaping ([UInt8]) -> Void, onClose: @escaping (String?) -> Void) {
+        self.onRead = onRead
+        self.onClose = { error in onClose(error.map { "\($0)" }) }
+        startReading()
+    }
+}
+
+extension TLSConnection: ProbeStream {
+    func startProbeReading(onRead: @escaping ([UInt8]) -> Void, onClose: @escaping (String?) -> Void) {
+        self.onRead = onRead  // TLS reads from the start, for the handshake
+        self.onClose = { error in onClose(error.map { "\($0)" }) }
     }
 }
 

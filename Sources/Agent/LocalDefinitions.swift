@@ -55,6 +55,8 @@ struct CheckDefinition: Equatable, Sendable {
     var failuresBeforeCritical = 0
     /// 0: never. Raised to Consul's 1 minute minimum when the check is added.
     var deregisterCriticalServiceAfterMilliseconds: UInt64 = 0
+    /// HTTPS checks: the name sent in SNI and verified in the certificate instead of the URL's host.
+    var tlsServerName = ""
 }
 
 /// A 400-class decoding or validation error, worded as Consul words it.
@@ -274,6 +276,7 @@ enum LocalDefinitions {
             throw DefinitionError("SuccessBeforePassing and FailuresBeforeCritical cannot be negative")
         }
         check.deregisterCriticalServiceAfterMilliseconds = try fields.durationMilliseconds("DeregisterCriticalServiceAfter") ?? 0
+        check.tlsServerName = try fields.string("TLSServerName") ?? ""
         return check
     }
 
@@ -324,6 +327,7 @@ enum LocalDefinitions {
         case .tcp(let address): out["TCP"] = address
         case .script(let args): out["Args"] = args
         }
+        if !c.tlsServerName.isEmpty { out["TLSServerName"] = c.tlsServerName }
         return out
     }
 

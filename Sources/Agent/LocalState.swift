@@ -237,6 +237,7 @@ final class LocalState {
         case .http(let url, let method, let header, let body, let skip):
             definition["HTTP"] = url; definition["Method"] = method; definition["Header"] = header
             definition["Body"] = body; definition["TLSSkipVerify"] = skip
+            if !d.tlsServerName.isEmpty { definition["TLSServerName"] = d.tlsServerName }
         case .tcp(let address): definition["TCP"] = address
         case .script(let args): definition["ScriptArgs"] = args
         case .ttl(let ms): if ms > 0 { definition["TTL"] = LocalDefinitions.goDuration(milliseconds: ms) }
@@ -334,8 +335,9 @@ final class CheckMonitor {
         case .ttl: running = false
         case .tcp(let address):
             CheckProbes.tcp(loop: loop, address: address, timeoutMilliseconds: definition.timeoutMilliseconds, completion: done)
-        case .http(let url, let method, let header, let body, _):
+        case .http(let url, let method, let header, let body, let skipVerify):
             CheckProbes.http(loop: loop, url: url, method: method, header: header, body: body,
+                             tlsSkipVerify: skipVerify, tlsServerName: definition.tlsServerName,
                              timeoutMilliseconds: definition.timeoutMilliseconds, completion: done)
         case .script(let args):
             let run = CheckProbes.script(loop: loop, args: args, timeoutMilliseconds: definition.timeoutMilliseconds, completion: done)

@@ -66,6 +66,14 @@ final class ServerRaft {
     private var changeInFlight = false
     private var reconcileTimer: LoopTimer?
     static let reconcileIntervalMilliseconds: UInt64 = 1_000
+    /// The pre-bootstrap peer check is under way (one at a time).
+    private var bootstrapCheckInFlight = false
+    /// A server did not answer the last check: the reconcile timer runs it again (only then,
+    /// so a refusal is not logged every second).
+    private var bootstrapCheckRetry = false
+    private var closed = false
+    /// Each server asked before bootstrapping must answer within this.
+    static let bootstrapCheckTimeoutMilliseconds: UInt64 = 5_000
 
     /// Consul's raft_multiplier=1 timing: 50 ms ticks, so elections time out after 0.5–1 s;
     /// the pipelining limits from raft_max_inflight / raft_max_append_entries / raft_max_append_bytes.
@@ -121,7 +129,16 @@ final class ServerRaft {
         }
         let timer = LoopTimer(loop: loop)
         timer.start(afterMilliseconds: Self.reconcileIntervalMilliseconds,
-                    repeatMilliseconds: Self.reconcileIntervalMilliseconds) { [weak self] in self?.reconcile() }
+                    repeatMilliseconds: Self.reconcileIntervalMilliseconds) { [weak self] in
+            guard let self else { return }
+            if self.replicator != nil {
+                self.reconcile()
+            } else if self.bootstrapCheckRetry {
+                // Before bootstrap the timer retries a peer check that could not reach a server.
+                self.bootstrapCheckRetry = false
+                self.maybeBootstrap()
+            }
+        }
         reconcileTimer = timer
     }
 
@@ -150,16 +167,69 @@ final class ServerRaft {
     }
 
     private func maybeBootstrap() {
-        guard replicator == nil, config.bootstrapExpect > 0 else { return }
+        guard replicator == nil, config.bootstrapExpect > 0, !bootstrapCheckInFlight else { return }
         switch BootstrapDecision.decide(expect: config.bootstrapExpect, datacenter: config.datacenter, servers: servers) {
         case .wait: return
         case let .refuse(reason): logger.error("\(reason)")
         case let .bootstrap(voters):
             logger.info("Found expected number of peers, attempting bootstrap",
                         metadata: ["peers": "\(voters.values.sorted().joined(separator: ","))"])
-            do { try open(bootstrap: voters) } catch {
-                logger.error("bootstrap failed: cannot open storage", metadata: ["error": "\(error)"])
+            checkPeersBeforeBootstrap(voters)
+        }
+    }
+
+    /// Consul's pre-bootstrap check: every other expected server is asked for its Raft peers.
+    /// One that has peers other than exactly these voters belongs to a cluster formed without
+    /// this server (it was started with -bootstrap-expect after the cluster formed):
+    /// bootstrapping would make a second cluster, so it opens without a configuration and
+    /// waits for the leader to add it. Unlike Consul, a server reporting exactly our voters
+    /// does not stop the bootstrap: it is one of the servers starting together that got there
+    /// first, and our bootstrap configuration is not a log entry the leader would replicate
+    /// (it is the log's starting point, LMDBRaftLog.recover), so a server of the same set that
+    /// skipped it would never learn the voters. Bootstrapping with the same voters is what it
+    /// would have done a moment earlier. A server that does not answer means no decision: the
+    /// reconcile timer runs the check again.
+    private func checkPeersBeforeBootstrap(_ voters: [NodeID: String]) {
+        let others = voters.filter { $0.key != raftID }
+        guard !others.isEmpty else { bootstrap(voters); return }
+        bootstrapCheckInFlight = true
+        var remaining = others.count
+        var existing: (server: String, peers: [String])?
+        var unreachable: [String] = []
+        for (_, address) in others.sorted(by: { $0.key < $1.key }) {
+            PeerStatusProbe.query(loop: loop, address: address,
+                                  timeoutMilliseconds: Self.bootstrapCheckTimeoutMilliseconds) { [weak self] outcome in
+                switch outcome {
+                case .peers(let peers):
+                    if !peers.isEmpty, Set(peers) != Set(voters.values), existing == nil { existing = (address, peers) }
+                case .failed(let reason):
+                    unreachable.append(address)
+                    self?.logger.warning("Failed to confirm peer status for server, will retry",
+                                         metadata: ["server": "\(address)", "error": "\(reason)"])
+                }
+                remaining -= 1
+                guard remaining == 0, let self else { return }
+                self.bootstrapCheckInFlight = false
+                guard self.replicator == nil, !self.closed else { return }
+                if let existing {
+                    self.logger.info("Existing Raft peers reported by server, disabling bootstrap mode",
+                                        metadata: ["server": "\(existing.server)",
+                                                   "peers": "\(existing.peers.joined(separator: ","))"])
+                    do { try self.open(bootstrap: nil) } catch {
+                        self.logger.error("cannot open storage", metadata: ["error": "\(error)"])
+                    }
+                } else if unreachable.isEmpty {
+                    self.bootstrap(voters)
+                } else {
+                    self.bootstrapCheckRetry = true
+                }
             }
+        }
+    }
+
+    private func bootstrap(_ voters: [NodeID: String]) {
+        do { try open(bootstrap: voters) } catch {
+            logger.error("bootstrap failed: cannot open storage", metadata: ["error": "\(error)"])
         }
     }
 
@@ -198,6 +268,7 @@ final class ServerRaft {
     }
 
     func close() {
+        closed = true
         reconcileTimer?.close()
         reconcileTimer = nil
         if let replicator { replicator.close() } else { transport.close() }

@@ -66,15 +66,22 @@ struct UserEvent: Equatable {
         self.ltime = ltime
     }
 
-    /// Consul's filters: NodeFilter is a regular expression on the node name; service and
-    /// tag filters match this agent's services, of which there are none until the catalog
-    /// issue, so an event with a service filter matches no agent yet.
-    func matches(nodeName: String) -> Bool {
-        if !serviceFilter.isEmpty || !tagFilter.isEmpty { return false }
-        guard !nodeFilter.isEmpty else { return true }
-        guard let regex = try? NSRegularExpression(pattern: nodeFilter) else { return false }
-        let range = NSRange(nodeName.startIndex..., in: nodeName)
-        return regex.firstMatch(in: nodeName, range: range) != nil
+    /// Consul's filters (agent/user_event.go): NodeFilter is a regular expression on the node
+    /// name; ServiceFilter one on the names of this agent's services, at least one of which
+    /// must match; TagFilter then one on that service's tags. A filter that does not compile
+    /// matches nothing.
+    func matches(nodeName: String, services: [(name: String, tags: [String])] = []) -> Bool {
+        if !nodeFilter.isEmpty, !Self.matches(nodeFilter, nodeName) { return false }
+        guard !serviceFilter.isEmpty else { return true }
+        return services.contains { service in
+            Self.matches(serviceFilter, service.name)
+                && (tagFilter.isEmpty || service.tags.contains { Self.matches(tagFilter, $0) })
+        }
+    }
+
+    private static func matches(_ pattern: String, _ text: String) -> Bool {
+        guard let regex = try? NSRegularExpression(pattern: pattern) else { return false }
+        return regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
     }
 
     /// Rejects filters Consul would reject: an invalid node regex, a tag filter without a

@@ -70,13 +70,7 @@ enum CatalogCommands {
                 printError("Too many arguments (expected 0)")
                 return 1
             }
-            var query = APIFlags.queryItems(flags)
-            for pair in flags.list("node-meta") {
-                // The CLI takes key=value; the API takes key:value.
-                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                query.append("node-meta=" + URLText.queryEscape(String(parts[0]) + ":" + (parts.count > 1 ? String(parts[1]) : "")))
-            }
-            let suffix = query.isEmpty ? "" : "?" + query.joined(separator: "&")
+            let suffix = querySuffix(flags)
             var client = try APIFlags.client(flags)
             var nodes: [[String: Any]]
             if let service = flags.string("service"), !service.isEmpty {
@@ -126,6 +120,16 @@ enum CatalogCommands {
         return MembersCommand.columnize(rows)
     }
 
+    /// The API flags' query items plus each `-node-meta key=value` as the API's `node-meta=key:value`.
+    static func querySuffix(_ flags: FlagSet) -> String {
+        var query = APIFlags.queryItems(flags)
+        for pair in flags.list("node-meta") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            query.append("node-meta=" + URLText.queryEscape(String(parts[0]) + ":" + (parts.count > 1 ? String(parts[1]) : "")))
+        }
+        return query.isEmpty ? "" : "?" + query.joined(separator: "&")
+    }
+
     static func services(_ arguments: [String]) -> Int32 {
         let flags = FlagSet(command: "catalog services")
         APIFlags.define(on: flags)
@@ -137,12 +141,7 @@ enum CatalogCommands {
                 printError("Too many arguments (expected 0)")
                 return 1
             }
-            var query = APIFlags.queryItems(flags)
-            for pair in flags.list("node-meta") {
-                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                query.append("node-meta=" + URLText.queryEscape(String(parts[0]) + ":" + (parts.count > 1 ? String(parts[1]) : "")))
-            }
-            let suffix = query.isEmpty ? "" : "?" + query.joined(separator: "&")
+            let suffix = querySuffix(flags)
             var client = try APIFlags.client(flags)
             var services: [String: [String]] = [:]
             if let node = flags.string("node"), !node.isEmpty {

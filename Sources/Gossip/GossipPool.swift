@@ -77,6 +77,31 @@ public final class GossipPool {
     private var lastDecryptLogMs: [String: UInt64] = [:]
     /// Packets and frames dropped because no key opened them.
     public private(set) var decryptFailures = 0
+    struct BindFailure: Error {
+        var reason: String
+        init(_ reason: String) { self.reason = reason }
+    }
+
+    /// Binds UDP, then TCP on the UDP socket's port number. With `requestedPort` 0 the kernel
+    /// picks a UDP port that may be taken for TCP by another process: the pair is tried again
+    /// with a fresh kernel-chosen port, `attempts` times in all. A fixed port is tried once,
+    /// so a taken port fails at once with the side that failed in the reason.
+    static func bindSamePort<UDP, TCP>(requestedPort: Int, attempts: Int,
+                                       bindUDP: (Int) throws(BindFailure) -> UDP, udpPort: (UDP) -> Int,
+                                       closeUDP: (UDP) -> Void,
+                                       bindTCP: (Int) throws(BindFailure) -> TCP) throws(BindFailure) -> (UDP, TCP) {
+        var lastError = BindFailure("no attempt made")
+        for _ in 0 ..< (requestedPort == 0 ? max(attempts, 1) : 1) {
+            let udp: UDP
+            do { udp = try bindUDP(requestedPort) } catch { lastError = error; continue }
+            do { return (udp, try bindTCP(udpPort(udp))) } catch {
+                lastError = error
+                closeUDP(udp)
+            }
+        }
+        throw lastError
+    }
+
     /// Membership events (not about ourselves), on the loop thread.
     public var onEvent: ((MembershipEvent) -> Void)?
 
@@ -94,32 +119,29 @@ public final class GossipPool {
         self.logger = logger
         timer = LoopTimer(loop: loop)
         let holder = LoopBound<GossipPool?>(emptyOn: loop)
-        var lastError = ""
-        var bound: (UDPSocket, TCPListener)?
-        for _ in 0..<(requestedPort == 0 ? transport.bindAttempts : 1) {
-            let socket: UDPSocket
-            do {
-                socket = try UDPSocket.bind(on: loop, host: bindHost, port: requestedPort) { bytes, sender in
-                    holder.value?.receivePacket(bytes, from: sender)
-                }
-            } catch {
-                lastError = "udp \(bindHost):\(requestedPort): \(error)"
-                continue
-            }
-            do {
-                let tcp = try TCPListener.listen(on: loop, host: bindHost, port: socket.localPort) { connection in
-                    holder.value?.accept(connection)
-                }
-                bound = (socket, tcp)
-                break
-            } catch {
-                lastError = "tcp \(bindHost):\(socket.localPort): \(error)"
-                socket.close()
-            }
-        }
-        guard let (socket, tcp) = bound else {
+        let socket: UDPSocket, tcp: TCPListener
+        do throws(BindFailure) {
+            (socket, tcp) = try GossipPool.bindSamePort(
+                requestedPort: requestedPort, attempts: transport.bindAttempts,
+                bindUDP: { (port: Int) throws(BindFailure) -> UDPSocket in
+                    do {
+                        return try UDPSocket.bind(on: loop, host: bindHost, port: port) { bytes, sender in
+                            holder.value?.receivePacket(bytes, from: sender)
+                        }
+                    } catch { throw BindFailure("udp \(bindHost):\(port): \(error)") }
+                },
+                udpPort: { $0.localPort },
+                closeUDP: { $0.close() },
+                bindTCP: { (port: Int) throws(BindFailure) -> TCPListener in
+                    do {
+                        return try TCPListener.listen(on: loop, host: bindHost, port: port) { connection in
+                            holder.value?.accept(connection)
+                        }
+                    } catch { throw BindFailure("tcp \(bindHost):\(port): \(error)") }
+                })
+        } catch {
             timer.close()
-            throw .bind("cannot bind gossip (\(label)) port: \(lastError)")
+            throw .bind("cannot bind gossip (\(label)) port: \(error.reason)")
         }
         udp = socket
         listener = tcp

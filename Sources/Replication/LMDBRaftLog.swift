@@ -17,22 +17,30 @@ enum RaftStableKey {
 }
 
 extension EntryKind {
-    var storedKind: LogEntryKind {
+    /// The kind byte in the LMDB log. Fixed values, independent of the core's raw values:
+    /// existing data dirs hold them.
+    var storedKind: UInt8 {
         switch self {
-        case .normal: return .command
-        case .noop: return .noop
-        case .configuration: return .configuration
+        case .normal: return 1
+        case .noop: return 2
+        case .configuration: return 3
+        }
+    }
+
+    init?(storedKind: UInt8) {
+        switch storedKind {
+        case 1: self = .normal
+        case 2: self = .noop
+        case 3: self = .configuration
+        default: return nil
         }
     }
 }
 
 extension Entry {
-    init(_ stored: LogEntry) {
-        let kind: EntryKind
-        switch stored.kind {
-        case .command: kind = .normal
-        case .noop: kind = .noop
-        case .configuration: kind = .configuration
+    init(_ stored: LogEntry) throws(StorageError) {
+        guard let kind = EntryKind(storedKind: stored.kind) else {
+            throw .corrupt("log entry \(stored.index): unknown kind \(stored.kind)")
         }
         self.init(index: stored.index, term: stored.term, kind: kind, data: stored.data)
     }
@@ -229,7 +237,7 @@ final class LMDBRaftLog: RaftLogStorage {
             guard let stored = try reader.entry(at: index) else {
                 preconditionFailure("raft log: durable entry \(index) missing from LMDB")
             }
-            return Entry(stored)
+            return try Entry(stored)
         } catch {
             // The log is the source of truth; serving without it would be corruption.
             fatalError("raft log: reading entry \(index) failed: \(error)")
@@ -243,14 +251,13 @@ final class LMDBRaftLog: RaftLogStorage {
         var bytes = 0
         if from < unstableOffset {
             let diskLast = min(last, unstableOffset - 1)
-            let stored: [LogEntry]
+            let stored: [Entry]
             do {
-                stored = try reader.entries(from: from, through: diskLast, maxBytes: maxBytes)
+                stored = try reader.entries(from: from, through: diskLast, maxBytes: maxBytes).map { s throws(StorageError) in try Entry(s) }
             } catch {
                 fatalError("raft log: reading entries \(from)...\(diskLast) failed: \(error)")
             }
-            for s in stored {
-                let e = Entry(s)
+            for e in stored {
                 if !result.isEmpty, bytes + e.data.count + 24 > maxBytes { return result }
                 bytes += e.data.count + 24
                 result.append(e)

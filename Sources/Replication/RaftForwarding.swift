@@ -40,6 +40,9 @@ struct ForwardingState {
         var leader: NodeID
         var deadlineMilliseconds: UInt64
         var completion: (Result<CommitOutcome, RaftCommitError>) -> Void
+        /// An operator request (transfer, removal) may itself move the leadership, and the old
+        /// leader still answers it: a leader change does not end it early.
+        var isOperatorRequest = false
     }
 }
 
@@ -243,6 +246,13 @@ extension RaftReplicator {
 
     /// Asks the leader for a read index; the read completes once this server applied it.
     func forwardReadIndex(to leader: NodeID, completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        sendReadRequest(to: leader, completion: completion) { ForwardFrame.readRequest(id: $0, origin: $1) }
+    }
+
+    /// Registers an outstanding read (bounded with everything else forwarded) and sends the
+    /// request frame `frame(requestID, origin)` to the leader.
+    private func sendReadRequest(to leader: NodeID, completion: @escaping (Result<UInt64, RaftCommitError>) -> Void,
+                                 frame: (UInt64, NodeID) -> ForwardFrame) {
         guard forwarding.count < config.maxOutstandingForwards else {
             completion(.failure(.overloaded(pending: forwarding.count, limit: config.maxOutstandingForwards)))
             return
@@ -251,7 +261,7 @@ extension RaftReplicator {
         forwarding.nextRequestID += 1
         forwarding.outstandingReads[requestID] = ForwardingState.OutstandingRead(
             leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion: completion)
-        transport.sendFrame(ForwardFrame.readRequest(id: requestID, origin: id).encoded(), to: leader)
+        transport.sendFrame(frame(requestID, id).encoded(), to: leader)
     }
 
     /// Consul's default consistency: a read point that trusts the leader without a quorum
@@ -280,15 +290,7 @@ extension RaftReplicator {
             completion(.failure(.notLeader(leaderAddress: leaderAddress)))
             return
         }
-        guard forwarding.count < config.maxOutstandingForwards else {
-            completion(.failure(.overloaded(pending: forwarding.count, limit: config.maxOutstandingForwards)))
-            return
-        }
-        let requestID = forwarding.nextRequestID
-        forwarding.nextRequestID += 1
-        forwarding.outstandingReads[requestID] = ForwardingState.OutstandingRead(
-            leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion: completion)
-        transport.sendFrame(ForwardFrame.commitIndexRequest(id: requestID, origin: id).encoded(), to: leader)
+        sendReadRequest(to: leader, completion: completion) { ForwardFrame.commitIndexRequest(id: $0, origin: $1) }
     }
 
     /// Sends an operator request to the leader; its answer completes `completion` with the
@@ -303,7 +305,7 @@ extension RaftReplicator {
         forwarding.nextRequestID += 1
         forwarding.outstanding[requestID] = ForwardingState.Outstanding(
             leader: leader, deadlineMilliseconds: loop.nowMilliseconds + config.membershipChangeTimeoutMilliseconds,
-            completion: { result in completion(result.map(\.index)) })
+            completion: { result in completion(result.map(\.index)) }, isOperatorRequest: true)
         transport.sendFrame(ForwardFrame.operatorRequest(id: requestID, origin: id, operation: operation, target: target).encoded(),
                             to: leader)
     }
@@ -354,7 +356,7 @@ extension RaftReplicator {
             forwarding.outstandingReads[requestID] = nil
             read.completion(.failure(.notLeader(leaderAddress: nil)))
         }
-        for (requestID, forward) in forwarding.outstanding where forward.leader != current {
+        for (requestID, forward) in forwarding.outstanding where forward.leader != current && !forward.isOperatorRequest {
             forwarding.outstanding[requestID] = nil
             forward.completion(.failure(.timeout(
                 "leader \(forward.leader) was replaced by \(current) before answering a forwarded write; it may or may not have been applied")))

@@ -1,7 +1,7 @@
-// The replicated command log of a multi-server cluster: drives a RaftNode on the loop thread
-// (ticks from a LoopTimer, messages from the RaftTransport), persists and applies on the disk
-// thread with group commit, and answers writes once committed and applied.
-// Same loop-side shape as SingleNodeLog, which it replaces for clusters.
+// The replicated command log of every server (a `-dev` or `-bootstrap` server is a cluster of
+// one voter): drives a RaftNode on the loop thread (ticks from a LoopTimer, messages from the
+// RaftTransport), persists and applies on the disk thread with group commit, and answers
+// writes once committed and applied.
 import EventLoop
 import Logging
 import Metrics
@@ -62,6 +62,8 @@ public final class RaftReplicator {
     /// Highest index each peer acknowledged to this leader (from AppendEntries answers); the
     /// catch-up test before promoting a non-voter.
     var matchIndex: [NodeID: UInt64] = [:]
+    /// Each follower's replication mode last logged ("probe", "replicate", "snapshot").
+    var loggedReplicationModes: [NodeID: String] = [:]
     /// When this server last heard from the leader of its term (loop clock).
     private(set) var lastLeaderContactMilliseconds: UInt64?
     /// Where this server's transport can be reached by the others.
@@ -277,6 +279,7 @@ public final class RaftReplicator {
         guard !closed else { return }
         node.tick()
         sampleReplicationMetrics()
+        logReplicationModeChanges()
         expireWaiters()
         snapshotTick()
         drain()

@@ -1,5 +1,6 @@
-// What the agent needs from a replicated command log, whichever drives it: `SingleNodeLog`
-// (one server, no Raft) or `RaftReplicator` (a Raft cluster). Loop-confined, like both.
+// What the agent needs from a replicated command log: the surface of `RaftReplicator` the HTTP
+// endpoints use, so they depend on these few calls rather than on the whole replicator.
+// Loop-confined, like the replicator.
 import RaftCore
 import StateStore
 
@@ -56,33 +57,5 @@ extension RaftReplicator: ReplicatedLog {
 
     public func leaderReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
         leaderReadIndex(completion: completion)
-    }
-}
-
-extension SingleNodeLog: ReplicatedLog {
-    /// One server is always its own leader.
-    public var knownLeader: Bool { true }
-    public var leaderAddress: String? { nil }
-    public var voterAddresses: [String] { [] }
-
-    public func append(_ command: [UInt8], completion: @escaping (Result<CommitOutcome, RaftCommitError>) -> Void) {
-        submit(command) { outcome in
-            completion(outcome.mapError { error in
-                switch error {
-                case let .overloaded(pending, limit): return .overloaded(pending: pending, limit: limit)
-                case let .storage(message): return .storage(message)
-                case .closed: return .closed
-                }
-            })
-        }
-    }
-
-    /// Everything committed is already applied on the only server.
-    public func readBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
-        completion(.success(lastAppliedIndex))
-    }
-
-    public func leaderReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
-        completion(.success(lastAppliedIndex))
     }
 }

@@ -2,19 +2,15 @@
 // big-endian index in the "log" database, value = [term u64 BE][kind u8][data].
 // One writer thread owns a LogStore; first and last index are cached in memory.
 
-public enum LogEntryKind: UInt8, Sendable {
-    case command = 1
-    case noop = 2
-    case configuration = 3
-}
-
 public struct LogEntry: Sendable, Equatable {
     public var index: UInt64
     public var term: UInt64
-    public var kind: LogEntryKind
+    /// What the entry holds, as the log's user names it (Replication maps Raft's entry kinds);
+    /// stored as is, the log does not interpret it.
+    public var kind: UInt8
     public var data: [UInt8]
 
-    public init(index: UInt64, term: UInt64, kind: LogEntryKind = .command, data: [UInt8]) {
+    public init(index: UInt64, term: UInt64, kind: UInt8, data: [UInt8]) {
         self.index = index
         self.term = term
         self.kind = kind
@@ -26,7 +22,7 @@ public struct LogEntry: Sendable, Equatable {
     func encodedValue() -> [UInt8] {
         var bytes = term.bigEndianBytes
         bytes.reserveCapacity(LogEntry.headerBytes + data.count)
-        bytes.append(kind.rawValue)
+        bytes.append(kind)
         bytes.append(contentsOf: data)
         return bytes
     }
@@ -37,10 +33,7 @@ public struct LogEntry: Sendable, Equatable {
               let term = UInt64(bigEndianBytes: value[0..<8]) else {
             throw StorageError.corrupt("log entry \(index): \(value.count) bytes, shorter than its header")
         }
-        guard let kind = LogEntryKind(rawValue: value[8]) else {
-            throw StorageError.corrupt("log entry \(index): unknown kind \(value[8])")
-        }
-        self.init(index: index, term: term, kind: kind, data: Array(value[LogEntry.headerBytes...]))
+        self.init(index: index, term: term, kind: value[8], data: Array(value[LogEntry.headerBytes...]))
     }
 }
 

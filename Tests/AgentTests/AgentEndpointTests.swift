@@ -6,12 +6,17 @@ import Testing
 @Suite("Status and agent endpoints")
 struct AgentEndpointTests {
     @Test func statusLeaderAndPeersNameThisServer() throws {
-        let agent = try TestAgent { $0.bindAddr = "127.0.0.1"; $0.ports.server = 18300 }
+        // A kernel-chosen server port (a fixed one collides with other test runs on the
+        // machine); the agent advertises it in its `port` tag.
+        let agent = try TestAgent { $0.bindAddr = "127.0.0.1" }
         defer { agent.stop() }
+        let member = try #require(try agent.request("GET", "/v1/agent/self").json as? [String: Any])["Member"] as? [String: Any]
+        let port = try #require((member?["Tags"] as? [String: String])?["port"])
+        #expect(port != "0")
         let leader = try agent.request("GET", "/v1/status/leader")
         #expect(leader.status == 200)
-        #expect(leader.json as? String == "127.0.0.1:18300")
-        #expect(try agent.request("GET", "/v1/status/peers").json as? [String] == ["127.0.0.1:18300"])
+        #expect(leader.json as? String == "127.0.0.1:\(port)")
+        #expect(try agent.request("GET", "/v1/status/peers").json as? [String] == ["127.0.0.1:\(port)"])
     }
 
     @Test func agentSelfHasConsulShape() throws {

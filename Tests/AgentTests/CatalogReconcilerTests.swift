@@ -15,6 +15,29 @@ struct CatalogReconcilerTests {
                            serfStatus: status)
     }
 
+    @Test func aServerAppearsAsTheConsulServiceOnItsNode() throws {
+        let dir = NSTemporaryDirectory() + "/conclave-reconcile-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let store = try StateStore(environment: try Environment(directory: dir, initialMapSizeBytes: 1 << 20, durability: .noMetaSync))
+        let server = GossipMemberStatus(member: Member(name: "srv", address: "10.0.0.7:8301",
+                                                       tags: ["id": "id-srv", "dc": "dc1", "role": "consul", "port": "8300"]),
+                                        serfStatus: 1)
+        let commands = try CatalogReconciler.commands(members: [server], catalog: store, datacenter: "dc1")
+        guard commands.count == 1, case let .register(registration) = commands[0] else {
+            Issue.record("expected one registration, got \(commands)")
+            return
+        }
+        #expect(registration.service == CatalogService(node: "srv", id: "consul", service: "consul", port: 8300))
+        #expect(registration.checks.map(\.checkID) == ["serfHealth"])
+        _ = try store.apply([(1, commands[0].encoded())])
+        #expect(try CatalogReconciler.commands(members: [server], catalog: store, datacenter: "dc1").isEmpty)
+        // The server's own anti-entropy never removes it.
+        #expect(AntiEntropy.plan(localServices: [:], localChecks: [:],
+                                 catalogServices: ["consul": try #require(SyncedService(catalogJSON: ["ID": "consul", "Service": "consul", "Port": 8300]))],
+                                 catalogChecks: [:]).isEmpty)
+    }
+
     @Test func theCatalogFollowsThePoolAndASteadyPoolProposesNothing() throws {
         let dir = NSTemporaryDirectory() + "/conclave-reconcile-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -116,8 +116,9 @@ struct CheckRunnerTests {
         #expect(try CheckURL.parse(text).get() == expected)
     }
 
-    @Test func httpsAndBadURLsAreReportedNotCrashed() {
-        #expect((try? CheckURL.parse("https://x/").get()) == nil)
+    @Test func httpsAndBadURLsAreReportedNotCrashed() throws {
+        #expect(try CheckURL.parse("https://x/").get() == CheckURL(host: "x", port: 443, pathAndQuery: "/", isTLS: true))
+        #expect(try CheckURL.parse("HTTPS://[::1]:8443?q").get() == CheckURL(host: "::1", port: 8443, pathAndQuery: "/?q", isTLS: true))
         #expect((try? CheckURL.parse("ftp://x/").get()) == nil)
         #expect((try? CheckURL.parse("http://x:99999/").get()) == nil)
         #expect((try? CheckURL.parse("http://:80/").get()) == nil)

@@ -50,6 +50,40 @@ struct UserEventTests {
         #expect(try !a.request("GET", "/v1/event/list").entries.contains { $0["ID"] as? String == id })
     }
 
+    @Test func serviceAndTagFiltersMatchTheAgentsOwnServices() throws {
+        let (a, b) = try joinedPair()
+        defer { a.stop(); b.stop() }
+        let register = try b.request("PUT", "/v1/agent/service/register",
+                                     body: Array(#"{"Name":"web","Tags":["canary","v2"]}"#.utf8))
+        #expect(register.status == 200)
+        let toWeb = try #require((try a.request("PUT", "/v1/event/fire/to-web?service=^web$&tag=canary").json as? [String: Any])?["ID"] as? String)
+        let toDB = try #require((try a.request("PUT", "/v1/event/fire/to-db?service=db").json as? [String: Any])?["ID"] as? String)
+        let wrongTag = try #require((try a.request("PUT", "/v1/event/fire/stable?service=web&tag=^stable$").json as? [String: Any])?["ID"] as? String)
+        let marker = try #require((try a.request("PUT", "/v1/event/fire/marker").json as? [String: Any])?["ID"] as? String)
+        try pollUntil("both to record the marker") {
+            try [a, b].allSatisfy { try $0.request("GET", "/v1/event/list").entries.contains { $0["ID"] as? String == marker } }
+        }
+        let onB = Set(try b.request("GET", "/v1/event/list").entries.compactMap { $0["ID"] as? String })
+        let onA = Set(try a.request("GET", "/v1/event/list").entries.compactMap { $0["ID"] as? String })
+        #expect(onB.contains(toWeb), "ev-b runs web with tag canary")
+        #expect(!onB.contains(toDB) && !onB.contains(wrongTag))
+        #expect(!onA.contains(toWeb) && !onA.contains(toDB), "ev-a has no services")
+    }
+
+    @Test func filterMatchingFollowsConsul() {
+        let event = { (node: String, service: String, tag: String) in
+            UserEvent(id: "", name: "e", payload: [], nodeFilter: node, serviceFilter: service, tagFilter: tag, ltime: 0)
+        }
+        let services: [(name: String, tags: [String])] = [("web", ["a", "b"]), ("db", [])]
+        #expect(event("", "", "").matches(nodeName: "n1", services: []))
+        #expect(event("^n", "", "").matches(nodeName: "n1", services: []))
+        #expect(!event("^x", "web", "").matches(nodeName: "n1", services: services))
+        #expect(event("", "db", "").matches(nodeName: "n1", services: services))
+        #expect(event("", "we", "^b$").matches(nodeName: "n1", services: services))
+        #expect(!event("", "db", "a").matches(nodeName: "n1", services: services), "the tag must be on the matching service")
+        #expect(!event("", "(", "").matches(nodeName: "n1", services: services), "a bad pattern matches nothing")
+    }
+
     @Test func blockingListWakesOnANewEvent() throws {
         let (a, b) = try joinedPair()
         defer { a.stop(); b.stop() }

@@ -113,6 +113,64 @@ final class Cluster: @unchecked Sendable {
         #expect(b > 0)
     }
 
+    @Test func aKernelChosenUDPPortWhoseTCPSideIsTakenIsReplacedByAFreshOne() throws {
+        // Fake sockets make the collision deterministic: the kernel's first two UDP choices
+        // have their TCP port taken, the third is free.
+        var udpPorts = [40_001, 40_002, 40_003]
+        var closed: [Int] = []
+        var tcpTried: [Int] = []
+        let (udp, tcp) = try GossipPool.bindSamePort(
+            requestedPort: 0, attempts: 8,
+            bindUDP: { port in #expect(port == 0); return udpPorts.removeFirst() },
+            udpPort: { $0 }, closeUDP: { closed.append($0) },
+            bindTCP: { port throws(GossipPool.BindFailure) in
+                tcpTried.append(port)
+                guard port == 40_003 else { throw .init("tcp 127.0.0.1:\(port): address already in use") }
+                return "tcp-\(port)"
+            })
+        #expect(udp == 40_003)
+        #expect(tcp == "tcp-40003")
+        #expect(tcpTried == [40_001, 40_002, 40_003])
+        #expect(closed == [40_001, 40_002])
+    }
+
+    @Test func kernelChosenPortsGiveUpAfterTheConfiguredAttemptsWithTheLastReason() {
+        var udpCalls = 0
+        var closed = 0
+        #expect(throws: GossipPool.BindFailure.self) {
+            _ = try GossipPool.bindSamePort(
+                requestedPort: 0, attempts: 3,
+                bindUDP: { _ in udpCalls += 1; return 50_000 + udpCalls },
+                udpPort: { $0 }, closeUDP: { _ in closed += 1 },
+                bindTCP: { port throws(GossipPool.BindFailure) -> Int in throw .init("tcp port \(port) taken") })
+        }
+        #expect(udpCalls == 3)
+        #expect(closed == 3)
+    }
+
+    @Test func aFixedPortWhoseTCPSideIsTakenFailsAtOnceNamingTCP() throws {
+        // Real sockets: occupy the TCP side of a port, then ask for a pool on that port.
+        let loop = try Loop(name: "gossip-bind-test")
+        loop.start()
+        defer { loop.shutdown() }
+        let outcome = try onLoop(loop) { () -> String in
+            let holder = try TCPListener.listen(on: loop, host: "127.0.0.1", port: 0) { $0.closeNow() }
+            defer { holder.close() }
+            let port = holder.localPort
+            do {
+                let pool = try GossipPool(loop: loop, label: "lan", bindHost: "127.0.0.1", advertiseHost: "127.0.0.1",
+                                          port: port, tags: [:], logger: Logger(label: "gossip.bind"),
+                                          makeConfig: fastConfig(name: "bind"))
+                pool.close()
+                return "bound \(port)"
+            } catch {
+                return "\(port) \(error)"
+            }
+        }
+        let port = try #require(outcome.split(separator: " ").first.map(String.init))
+        #expect(outcome.contains("cannot bind gossip (lan) port: tcp 127.0.0.1:\(port)"), "\(outcome)")
+    }
+
     @Test func fourPoolsJoiningThroughOneSeeEachOtherAlive() throws {
         let cluster = try Cluster(size: 4)
         let seed = try cluster.address(0)

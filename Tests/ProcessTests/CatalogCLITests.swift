@@ -28,9 +28,13 @@ struct CatalogCLITests {
         #expect(meta.stdout.contains("web-node"))
         #expect(meta.stdout.contains("rack=r1"))
 
+        // The leader also lists itself, as Consul does: the `consul` service on its node.
+        try poll("the server's own consul service", seconds: 30) {
+            try runCLI(["catalog", "services"] + addr).stdout.contains("consul")
+        }
         let services = try runCLI(["catalog", "services"] + addr + ["-tags"])
         #expect(services.status == 0)
-        #expect(services.stdout == "web  edge,v1\n")
+        #expect(services.stdout == "consul\nweb     edge,v1\n")
         let onNode = try runCLI(["catalog", "services"] + addr + ["-node=web-node"])
         #expect(onNode.stdout == "web\n")
         let none = try runCLI(["catalog", "services"] + addr + ["-node=ghost"])

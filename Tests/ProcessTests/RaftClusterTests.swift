@@ -105,6 +105,72 @@ struct RaftClusterTests {
         print("raft cluster: formed in \(formed)s, failover in \(failover)s, total \(Date().timeIntervalSince(started))s")
     }
 
+    @Test func fiveServersKeepEveryAcknowledgedWriteWhenTheLeaderIsKilledUnderLoad() throws {
+        let first = try AgentProcess(node: "rf1", server: true, extra: ["-bootstrap-expect", "5"])
+        let join = ["-bootstrap-expect", "5", "-retry-join", "127.0.0.1:\(try first.serfLANPort())", "-retry-interval", "1s"]
+        var servers = [first]
+        for i in 2...5 { servers.append(try AgentProcess(node: "rf\(i)", server: true, extra: join)) }
+        defer { servers.forEach { $0.stop() } }
+        let leader = try waitForOneCluster(servers, count: 5, seconds: 60)
+        let leaderIndex = try #require(try servers.firstIndex { try $0.raftAddress() == leader })
+
+        // Four writers, one per follower, each PUTting its own keys through its server until
+        // told to stop; an acknowledged write is one answered 200 "true".
+        let lock = NSLock()
+        let acknowledged = Unsafe<[String: String]>([:])
+        let stop = Unsafe(false)
+        let group = DispatchGroup()
+        let ports = servers.enumerated().filter { $0.offset != leaderIndex }.map(\.element.httpPort)
+        for (writer, port) in ports.enumerated() {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                var client = HTTPClient(host: "127.0.0.1", port: port, timeoutSeconds: 15)
+                var n = 0
+                while !(lock.withLock { stop.value }) && n < 5_000 {
+                    let key = "load/w\(writer)/k\(n)"
+                    if let response = try? client.request(method: "PUT", path: "/v1/kv/\(key)", body: Array("v\(n)".utf8)),
+                       response.status == 200, response.body == Array("true".utf8) {
+                        lock.withLock { acknowledged.value[key] = "v\(n)" }
+                    } else {
+                        client = HTTPClient(host: "127.0.0.1", port: port, timeoutSeconds: 15)
+                    }
+                    n += 1
+                }
+            }
+        }
+        usleep(700_000)
+        let beforeKill = lock.withLock { acknowledged.value.count }
+        #expect(servers[leaderIndex].output.text.contains("raft: pipelining replication"))
+        servers[leaderIndex].kill9()
+        let survivors = servers.enumerated().filter { $0.offset != leaderIndex }.map(\.element)
+        try poll("a new leader among the four survivors", seconds: 30) {
+            let leaders = Set(survivors.map(\.leader))
+            return leaders.count == 1 && leaders.first != leader && leaders.first?.isEmpty == false
+        }
+        usleep(700_000)  // writes continue through the new leader
+        lock.withLock { stop.value = true }
+        #expect(group.wait(timeout: .now() + 60) == .success)
+        let written = lock.withLock { acknowledged.value }
+        #expect(beforeKill > 0)
+        #expect(written.count > beforeKill, "writes went on after the failover")
+        // Every acknowledged write, on every survivor (sampled keys ?consistent, all keys via one recurse).
+        for server in survivors {
+            let response = try server.http("GET", "/v1/kv/load/?recurse&consistent")
+            #expect(response.status == 200)
+            let entries = (try JSONSerialization.jsonObject(with: Data(response.body)) as? [[String: Any]]) ?? []
+            var stored: [String: String] = [:]
+            for entry in entries {
+                if let key = entry["Key"] as? String, let value = (entry["Value"] as? String).flatMap({ Data(base64Encoded: $0) }) {
+                    stored[key] = String(decoding: value, as: UTF8.self)
+                }
+            }
+            let missing = written.filter { stored[$0.key] != $0.value }
+            #expect(missing.isEmpty, "\(missing.count) acknowledged writes missing, e.g. \(missing.keys.sorted().prefix(3))")
+        }
+        print("5 servers: \(written.count) acknowledged writes, \(beforeKill) before the leader was killed")
+    }
+
     @Test func aRestartedServerRecoversFromItsDataDirAndDoesNotBootstrapAgain() throws {
         let servers = try startThreeServers("rr")
         defer { servers.forEach { $0.stop() } }
@@ -146,5 +212,24 @@ struct RaftClusterTests {
         _ = try waitForOneCluster(Array(servers.prefix(3)), count: 3)
         #expect(!servers[0].peers.contains(fourthAddress))
         print("raft cluster: 4th server a peer after \(Date().timeIntervalSince(started))s")
+    }
+
+    @Test func aLateServerWithBootstrapExpectJoinsTheClusterInsteadOfBootstrappingAnother() throws {
+        var servers = try startThreeServers("rb")
+        defer { servers.forEach { $0.stop() } }
+        _ = try waitForOneCluster(servers, count: 3)
+        // Same flags as the first three: it sees 4 >= 3 live servers, asks them for their peers
+        // before bootstrapping, and finds a cluster.
+        let fourth = try AgentProcess(node: "rb4", server: true, extra: [
+            "-bootstrap-expect", "3", "-retry-join", "127.0.0.1:\(try servers[0].serfLANPort())", "-retry-interval", "1s"])
+        servers.append(fourth)
+        try poll("the fourth server to find the existing cluster", seconds: 30) {
+            fourth.output.text.contains("Existing Raft peers reported by server, disabling bootstrap mode")
+        }
+        let leader = try waitForOneCluster(servers, count: 4, seconds: 60)
+        #expect(fourth.leader == leader)
+        #expect(fourth.peers.contains(try fourth.raftAddress()))
+        #expect(try servers[0].http("PUT", "/v1/kv/late", body: "joined").status == 200)
+        try poll("the write on the late server", seconds: 10) { try fourth.consistentValue("late") == "joined" }
     }
 }

@@ -20,6 +20,21 @@ struct LMDBRaftLogTests {
         try body(env, writer, try writer.recover(bootstrap: bootstrap))
     }
 
+    @Test func entryKindsAreStoredAsFixedBytesAndAnUnknownByteIsCorrupt() throws {
+        // The bytes are the on-disk format of existing data dirs, not the core's raw values.
+        let kinds: [(EntryKind, UInt8)] = [(.normal, 1), (.noop, 2), (.configuration, 3)]
+        for (kind, byte) in kinds {
+            let entry = Entry(index: 7, term: 2, kind: kind, data: [5])
+            #expect(entry.stored == LogEntry(index: 7, term: 2, kind: byte, data: [5]))
+            #expect(try Entry(entry.stored) == entry)
+        }
+        for byte: UInt8 in [0, 4, 255] {
+            #expect(throws: StorageError.corrupt("log entry 7: unknown kind \(byte)")) {
+                try Entry(LogEntry(index: 7, term: 2, kind: byte, data: []))
+            }
+        }
+    }
+
     @Test func bootstrapHardStateEntriesAndAddressesSurviveReopen() throws {
         let dir = temporaryDataDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

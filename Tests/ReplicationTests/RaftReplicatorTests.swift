@@ -224,6 +224,38 @@ struct RaftReplicatorTests {
         #expect(try cluster.contents(next).count == 50)
     }
 
+    @Test func restartDoesNotHandAppliedEntriesToTheStateStoreAgain() throws {
+        // After a restart the core hands out the whole committed log again; only entries past
+        // the state's applied index may reach the state store. A replayed entry would show up
+        // as an "already applied" result (or a changed key) in an applied batch.
+        let cluster = try TestCluster(size: 3)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        #expect(try cluster.write(on: leader, prefix: "old", count: 40).acknowledgedKeys.count == 40)
+        let expected = try cluster.contents(leader)
+        for id in [1, 2, 3] as [NodeID] { #expect(try eventually { try cluster.contents(id) == expected }) }
+        for id in [1, 2, 3] as [NodeID] { try cluster.stop(id) }
+        var seen: [NodeID: Unsafe<[AppliedBatch]>] = [:]
+        for id in [1, 2, 3] as [NodeID] {
+            try cluster.restart(id)
+            // Installed before the first election can finish (it needs several ticks), so
+            // before anything committed is handed out again.
+            let batches = Unsafe<[AppliedBatch]>([])
+            try cluster.servers[id]!.run { r in r.onApplied = { batches.value.append($0) } }
+            seen[id] = batches
+        }
+        let next = try #require(try cluster.waitForLeader())
+        #expect(try cluster.write(on: next, prefix: "new", count: 5).acknowledgedKeys.count == 5)
+        for id in [1, 2, 3] as [NodeID] {
+            #expect(try eventually { try cluster.contents(id).count == 45 }, "server \(id)")
+            let collector = seen[id]!
+            let batches = try cluster.servers[id]!.run { _ in collector.value }
+            let results = batches.flatMap(\.results)
+            #expect(results == Array(repeating: .success(true), count: 5), "server \(id): \(results)")
+            #expect(Set(batches.flatMap(\.changedKeys)) == Set((0 ..< 5).map { "new\($0)" }), "server \(id)")
+        }
+    }
+
     @Test func forwardsBeyondTheOutstandingLimitFailFast() throws {
         var config = RaftReplicatorConfig.fastForTests()
         config.maxOutstandingForwards = 2

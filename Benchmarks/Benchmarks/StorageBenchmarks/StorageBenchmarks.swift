@@ -99,7 +99,7 @@ final class LogFixture: @unchecked Sendable {
 
     func nextBatch(count: Int) -> [LogEntry] {
         let first = store.lastIndex + 1
-        return (0..<UInt64(count)).map { LogEntry(index: first + $0, term: 1, kind: .command, data: value256) }
+        return (0..<UInt64(count)).map { LogEntry(index: first + $0, term: 1, kind: 1, data: value256) }
     }
 
     func boundSize() throws {

@@ -1,0 +1,9 @@
+/// The directories inside a data dir. The log and the state are separate LMDB environments:
+/// the log is synced on every commit; the state store commits with MDB_NOMETASYNC because
+/// the log covers anything an OS crash undoes (recovery re-applies it).
+public enum DataLayout {
+    public static func logDirectory(_ dataDir: String) -> String { dataDir + "/raft" }
+    public static func stateDirectory(_ dataDir: String) -> String { dataDir + "/state" }
+    /// Temporary files of Raft snapshot streams (emptied at start).
+    public static func snapshotTempDirectory(_ dataDir: String) -> String { dataDir + "/raft-snapshot-tmp" }
+}
