@@ -22,6 +22,9 @@ struct PersistBatch {
     /// `LMDBRaftLog.restoreGeneration` when the job was formed: a job formed before a restore
     /// wrote entries the restore deletes, so its completion must not mark them durable.
     var restoreGeneration = 0
+    /// The job's log transaction was reported durable ahead of its apply (`DiskJobDone.logOnly`):
+    /// held messages are sent and the core told, so the final completion skips that part.
+    var persistReported = false
 
     var hasDiskWork: Bool {
         hardState != nil || !entries.isEmpty || !committed.isEmpty || addressBook != nil || restore != nil || compaction != nil
@@ -58,22 +61,30 @@ struct DiskJob: Sendable {
     var addressBook: [NodeID: String]?
     var restore: SnapshotMetadata?
     var compaction: SnapshotMetadata?
+
+    var writesLog: Bool {
+        hardState != nil || !entries.isEmpty || addressBook != nil || restore != nil || compaction != nil
+    }
 }
 
 struct DiskJobDone: Sendable {
     /// The indexes of the applied commands, with the state store's answer.
     var applied: ([UInt64], AppliedBatch)?
+    /// Only the job's log transaction is done (its apply still runs): sent between the two so
+    /// that acknowledgements and the leader's own match go out one state commit earlier.
+    var logOnly = false
 }
 
 extension RaftReplicator {
     /// Runs on the disk thread: one log transaction (fsync), then one state transaction.
-    static func run(_ job: DiskJob, on side: DiskSide) -> DiskJobDone {
+    /// `logDurable` runs between the two when the job has both (see `DiskJobDone.logOnly`).
+    static func run(_ job: DiskJob, on side: DiskSide, logDurable: () -> Void) -> DiskJobDone {
         let persistStarted = monotonicNanoseconds()
         do {
             try side.writer.persist(hardState: job.hardState, entries: job.entries, addressBook: job.addressBook,
                                     restore: job.restore, compaction: job.compaction)
             // Only jobs that committed a log transaction (the others skip the write).
-            if job.hardState != nil || !job.entries.isEmpty || job.addressBook != nil || job.restore != nil || job.compaction != nil {
+            if job.writesLog {
                 side.metrics.fsyncTime.recordNanoseconds(monotonicNanoseconds() - persistStarted)
             }
             if !job.entries.isEmpty { side.metrics.diskBatchEntries.record(job.entries.count) }
@@ -82,6 +93,7 @@ extension RaftReplicator {
             fatalError("raft: failed to persist the log: \(error)")
         }
         guard !job.commands.isEmpty else { return DiskJobDone(applied: nil) }
+        if job.writesLog { logDurable() }
         do {
             let applyStarted = monotonicNanoseconds()
             let applied = try side.state.apply(job.commands.map { (index: $0.index, command: $0.data) })

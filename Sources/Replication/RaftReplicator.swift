@@ -48,6 +48,11 @@ public final class RaftReplicator {
     /// Group commit: what the core hands out while a job is on disk forms the next job.
     private var accumulating = PersistBatch()
     private var inFlight: PersistBatch?
+    /// The hard state last written to the log (term and vote must be durable before any
+    /// message that depends on them; see startJobIfIdle for the commit index).
+    private var persistedHardState: HardState
+    /// A hard state whose only change is the commit index, not written yet.
+    private var deferredHardState: HardState?
 
     var proposals: [UInt64: PendingProposal] = [:]
     private var reads: [UInt64: PendingRead] = [:]
@@ -136,6 +141,7 @@ public final class RaftReplicator {
         node = RaftNode(id: id, config: config.raft, log: raftLog, hardState: recovered.hardState,
                         seed: config.seed ?? UInt64.random(in: 1 ... .max))
         observedConfiguration = node.configuration
+        persistedHardState = recovered.hardState
         logger.info("raft: initial configuration", metadata: [
             "index": "\(node.configurationIndex)", "voters": "\(node.configuration.voters)",
             "non_voters": "\(node.configuration.nonVoters)", "term": "\(node.term)",
@@ -360,36 +366,58 @@ public final class RaftReplicator {
         batch.restoreGeneration = raftLog.restoreGeneration
         accumulating = PersistBatch()
         inFlight = batch
-        guard batch.hasDiskWork else {
-            // Nothing to write and no job on disk: every earlier write is durable already.
-            jobFinished(DiskJobDone(applied: nil))
-            return
+        var hardState = batch.hardState ?? deferredHardState
+        if let state = hardState, state.term == persistedHardState.term, state.votedFor == persistedHardState.votedFor,
+           batch.entries.isEmpty, batch.addressBook == nil, batch.restore == nil, batch.compaction == nil {
+            // Only the commit index moved. Raft keeps it volatile (Figure 2; it is re-learned
+            // from the leader, or recomputed by a lone leader, after a restart), so it does not
+            // cost a synced log commit of its own: it rides along with the next log write.
+            // Without this, every commit on the leader, and every commit a follower learns,
+            // was a full log fsync in series with the state apply.
+            deferredHardState = state
+            hardState = nil
+        } else {
+            deferredHardState = nil
         }
-        let job = DiskJob(hardState: batch.hardState, entries: batch.entries,
+        if let hardState { persistedHardState = hardState }
+        let job = DiskJob(hardState: hardState, entries: batch.entries,
                           commands: batch.committed.filter {
                               $0.kind == .normal && $0.index > lastAppliedIndex && !AddressRecord.isRecord($0)
                           },
                           addressBook: batch.addressBook, restore: batch.restore, compaction: batch.compaction)
+        guard job.writesLog || !job.commands.isEmpty else {
+            // Nothing to write and no job on disk: every earlier write is durable already.
+            jobFinished(DiskJobDone(applied: nil))
+            return
+        }
         let side = diskSide
-        disk.submit { mailbox.send(Self.run(job, on: side.value)) }
+        // A job that installs a snapshot reports once, at the end: its log and state change together.
+        let reportLogFirst = batch.restore == nil
+        disk.submit {
+            mailbox.send(Self.run(job, on: side.value, logDurable: {
+                if reportLogFirst { mailbox.send(DiskJobDone(applied: nil, logOnly: true)) }
+            }))
+        }
     }
 
     private func jobFinished(_ done: DiskJobDone) {
-        guard !closed, let batch = inFlight else { return }
+        guard !closed, var batch = inFlight else { return }
+        if done.logOnly {
+            // The log is durable, the apply still runs: acknowledge now (a follower's answer,
+            // the leader's own match) rather than one state commit later.
+            logPersisted(batch)
+            batch.persistReported = true
+            inFlight = batch
+            drain()
+            return
+        }
         inFlight = nil
         if let restore = batch.restore, batch.restoreGeneration == raftLog.restoreGeneration {
             node.persisted(upTo: restore.index, term: restore.term)
             lastAppliedIndex = max(lastAppliedIndex, restore.index)
             logger.info("raft: snapshot installed", metadata: ["index": "\(restore.index)", "term": "\(restore.term)"])
         }
-        if let last = batch.entries.last, batch.restoreGeneration == raftLog.restoreGeneration {
-            raftLog.stableTo(index: last.index, term: last.term)
-            node.persisted(upTo: last.index, term: last.term)
-        }
-        if let compaction = batch.compaction {
-            logger.info("raft: snapshot complete up to", metadata: ["index": "\(compaction.index)", "term": "\(compaction.term)"])
-        }
-        for message in batch.heldMessages { sendCounted(message) }
+        if !batch.persistReported { logPersisted(batch) }
         var results: [UInt64: ApplyResult] = [:]
         if let (indexes, applied) = done.applied {
             for (index, result) in zip(indexes, applied.results) { results[index] = result }
@@ -413,6 +441,19 @@ public final class RaftReplicator {
             releaseReadsWaitingForApply()
         }
         drain()
+    }
+
+    /// The batch's log transaction is durable: its entries count for the core, and the messages
+    /// that vouch for them go out.
+    private func logPersisted(_ batch: PersistBatch) {
+        if let last = batch.entries.last, batch.restoreGeneration == raftLog.restoreGeneration {
+            raftLog.stableTo(index: last.index, term: last.term)
+            node.persisted(upTo: last.index, term: last.term)
+        }
+        if let compaction = batch.compaction {
+            logger.info("raft: snapshot complete up to", metadata: ["index": "\(compaction.index)", "term": "\(compaction.term)"])
+        }
+        for message in batch.heldMessages { sendCounted(message) }
     }
 
     /// Logs role, leader and membership changes in Consul's words.
