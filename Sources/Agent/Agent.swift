@@ -200,7 +200,7 @@ public final class Agent: @unchecked Sendable {
     private func startRPC(api: HTTPAPI, gossip: AgentGossip) {
         if let serverRaft {
             var rpcConfig = RPCServerConfig()
-            rpcConfig.maxRequestFrameBytes = RPCWire.maxRequestFrameBytes(bodyLimit: max(config.kvMaxValueSizeBytes, HTTPAPI.maxRestoreBodyBytes))
+            rpcConfig.maxRequestFrameBytes = RPCWire.maxRequestFrameBytes(bodyLimit: max(config.kvMaxValueSizeBytes, HTTPAPI.maxForwardedRestoreBodyBytes))
             let rpcServer = RPCServer(loop: loop, config: rpcConfig) { [weak api] responder in
                 if let api { api.handle(responder) } else { responder.respond(.text(status: 500, "agent shutting down")) }
             }

@@ -55,10 +55,13 @@ extension HTTPAPI {
 }
 
 extension HTTPAPI {
-    /// The largest archive PUT /v1/snapshot takes (413 above it): what one RPC frame on the
-    /// server port carries, so a follower can forward it to the leader whole. The archive is
-    /// held in memory while it is verified and loaded.
-    static let maxRestoreBodyBytes = RaftTransportConfig().maxFrameBytes - (128 << 10)
+    /// The largest archive PUT /v1/snapshot takes (413 above it): the largest snapshot a
+    /// server builds, plus the archive's header and checksum. The archive is held in memory
+    /// while it is verified and loaded.
+    static let maxRestoreBodyBytes = RaftReplicatorConfig().maxSnapshotBytes + (1 << 20)
+    /// What a follower forwards to the leader: one RPC frame on the server port carries the
+    /// whole request. A larger archive must be sent to the leader's HTTP API directly.
+    static let maxForwardedRestoreBodyBytes = RaftTransportConfig().maxFrameBytes - (128 << 10)
 
     func restoreSnapshot(_ responder: HTTPResponder) {
         guard config.server else {
@@ -70,6 +73,10 @@ extension HTTPAPI {
             guard let self, let raft = self.raft else { done(.failure(.notLeader(leaderAddress: nil))); return }
             if !raft.isLeader {
                 if let leader = raft.leaderAddress {
+                    guard archive.count <= Self.maxForwardedRestoreBodyBytes else {
+                        responder.respond(.text(status: 413, "Snapshot of \(archive.count) bytes is larger than a follower forwards (\(Self.maxForwardedRestoreBodyBytes) bytes); send it to the leader's HTTP API (the leader's server address is \(leader))"))
+                        return
+                    }
                     // The leader answers; its answer (or the forwarding error) is the response.
                     self.forwardToLeader(responder, leader: leader)
                     return

@@ -290,12 +290,12 @@ enum APIFlags {
         flags.bool("stale", "Permit any server to answer the read.")
     }
 
-    static func client(_ flags: FlagSet) throws -> HTTPClient {
+    static func client(_ flags: FlagSet, maxResponseBodyBytes: Int = HTTPClient.defaultMaxResponseBodyBytes) throws -> HTTPClient {
         let address = flags.string("http-addr") ?? ProcessInfo.processInfo.environment["CONSUL_HTTP_ADDR"] ?? "127.0.0.1:8500"
         guard let (host, port) = HTTPClient.parseAddress(address) else {
             throw FlagError(description: "invalid HTTP address \"\(address)\"")
         }
-        return HTTPClient(host: host, port: port, timeoutSeconds: 660)
+        return HTTPClient(host: host, port: port, timeoutSeconds: 660, maxResponseBodyBytes: maxResponseBodyBytes)
     }
 
     static func queryItems(_ flags: FlagSet) -> [String] {

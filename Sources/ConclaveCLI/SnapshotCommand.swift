@@ -40,7 +40,9 @@ enum SnapshotCommand {
         let flags = FlagSet(command: "snapshot save")
         APIFlags.define(on: flags)
         let file = try fileArgument(try flags.parse(arguments))
-        var client = try APIFlags.client(flags)
+        // A server builds archives up to RaftReplicatorConfig.maxSnapshotBytes (1 GiB) plus
+        // the archive's header and checksum; the default 64 MiB answer limit is for API calls.
+        var client = try APIFlags.client(flags, maxResponseBodyBytes: RaftReplicatorConfig().maxSnapshotBytes + (1 << 20))
         let query = APIFlags.queryItems(flags)
         let response = try client.request(method: "GET", path: "/v1/snapshot" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
         guard response.status == 200 else {

@@ -52,6 +52,13 @@ struct SnapshotRestoreProcessTests {
         damaged[damaged.count / 2] ^= 0x5A
         let refused = try leader.http("PUT", "/v1/snapshot", body: String(decoding: damaged, as: UTF8.self))
         #expect(refused.status == 400)
+        // Archives past one server-port RPC frame (~7.9 MiB) go to the leader directly: the
+        // leader reads a 9 MiB body (and refuses it as no archive), a follower answers 413.
+        let huge = String(repeating: "z", count: 9 << 20)
+        #expect(try leader.http("PUT", "/v1/snapshot", body: huge).status == 400)
+        let tooBigToForward = try follower.http("PUT", "/v1/snapshot", body: huge)
+        #expect(tooBigToForward.status == 413)
+        #expect(String(decoding: tooBigToForward.body, as: UTF8.self).contains("send it to the leader"))
         let damagedFile = file + ".bad"
         defer { try? FileManager.default.removeItem(atPath: damagedFile) }
         try damaged.write(to: URL(fileURLWithPath: damagedFile))
