@@ -107,7 +107,8 @@ final class AntiEntropy {
     let address: String
     let datacenter: String
 
-    /// How requests reach the catalog. Nil: not wired (syncs report failure and are retried).
+    /// How requests reach the catalog (the agent sets its own `internalCaller`). Nil: not
+    /// connected yet (syncs report failure and are retried).
     var catalogCall: CatalogCall?
     /// The agent's local state at the moment of a sync.
     var localSnapshot: () -> (services: [String: ServiceDefinition], checks: [String: CheckState]) = { ([:], [:]) }

@@ -57,37 +57,3 @@ struct AntiEntropyWiringTests {
         #expect(catalog.read { $0.checks["test-node"]?["service:web"] } == nil)
     }
 }
-
-@Suite("Loopback catalog call")
-struct LoopbackCatalogCallTests {
-    private func call(_ loop: Loop, port: Int, _ method: String, _ path: String) -> (Int, String) {
-        let done = DispatchSemaphore(value: 0)
-        let result = ResultBox()
-        loop.execute {
-            LoopbackCatalogCall.make(loop: loop, port: { port })(method, path, Array("{}".utf8)) { status, body in
-                result.value = (status, String(decoding: body, as: UTF8.self))
-                done.signal()
-            }
-        }
-        #expect(done.wait(timeout: .now() + 20) == .success)
-        return result.value
-    }
-
-    @Test func requestsReachAnHTTPServerOnTheLoopAndAnswersComeBack() throws {
-        let target = try CheckTargetServer()
-        defer { target.stop() }
-        let agentLoop = try Loop(name: "loopback-call")
-        agentLoop.start()
-        defer { agentLoop.shutdown() }
-        #expect(call(agentLoop, port: target.port, "GET", "/ok") == (200, "hello"))
-        #expect(call(agentLoop, port: target.port, "PUT", "/fail") == (500, "broken"))
-        let refused = call(agentLoop, port: 1, "GET", "/")
-        #expect(refused.0 == 0)
-        #expect(refused.1.contains("connection refused"))
-    }
-}
-
-private final class ResultBox: @unchecked Sendable {
-    // Written on the loop before the semaphore signal, read after the wait.
-    var value: (Int, String) = (-1, "")
-}
