@@ -6,20 +6,22 @@ import RaftCore
 import Storage
 import Testing
 
+/// Entries `range` of one term with distinct payloads (shared with RaftSnapshotLogTests).
+func entries(_ range: ClosedRange<UInt64>, term: UInt64) -> [Entry] {
+    range.map { Entry(index: $0, term: term, kind: .normal, data: Array("e\($0)t\(term)".utf8)) }
+}
+
+/// Opens the log environment under `dir`, recovers it, and hands both to `body`.
+func withWriter(_ dir: String, bootstrap: [NodeID: String]? = nil,
+                _ body: (Environment, RaftLogWriter, RecoveredRaftState) throws -> Void) throws {
+    let env = try Environment(directory: DataLayout.logDirectory(dir), durability: .full)
+    defer { env.close() }
+    let writer = try RaftLogWriter(environment: env)
+    try body(env, writer, try writer.recover(bootstrap: bootstrap))
+}
+
 @Suite("LMDB Raft log")
 struct LMDBRaftLogTests {
-    func entries(_ range: ClosedRange<UInt64>, term: UInt64) -> [Entry] {
-        range.map { Entry(index: $0, term: term, kind: .normal, data: Array("e\($0)t\(term)".utf8)) }
-    }
-
-    func withWriter(_ dir: String, bootstrap: [NodeID: String]? = nil,
-                    _ body: (Environment, RaftLogWriter, RecoveredRaftState) throws -> Void) throws {
-        let env = try Environment(directory: DataLayout.logDirectory(dir), durability: .full)
-        defer { env.close() }
-        let writer = try RaftLogWriter(environment: env)
-        try body(env, writer, try writer.recover(bootstrap: bootstrap))
-    }
-
     @Test func entryKindsAreStoredAsFixedBytesAndAnUnknownByteIsCorrupt() throws {
         // The bytes are the on-disk format of existing data dirs, not the core's raw values.
         let kinds: [(EntryKind, UInt8)] = [(.normal, 1), (.noop, 2), (.configuration, 3)]

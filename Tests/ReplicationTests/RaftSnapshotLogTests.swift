@@ -8,18 +8,6 @@ import Testing
 
 @Suite("LMDB Raft log snapshots")
 struct RaftSnapshotLogTests {
-    func entries(_ range: ClosedRange<UInt64>, term: UInt64) -> [Entry] {
-        range.map { Entry(index: $0, term: term, kind: .normal, data: Array("e\($0)t\(term)".utf8)) }
-    }
-
-    func withWriter(_ dir: String, bootstrap: [NodeID: String]? = nil,
-                    _ body: (Environment, RaftLogWriter, RecoveredRaftState) throws -> Void) throws {
-        let env = try Environment(directory: DataLayout.logDirectory(dir), durability: .full)
-        defer { env.close() }
-        let writer = try RaftLogWriter(environment: env)
-        try body(env, writer, try writer.recover(bootstrap: bootstrap))
-    }
-
     @Test func compactionDropsThePrefixAndRecoveryStartsAfterTheSnapshotPoint() throws {
         let dir = temporaryDataDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
