@@ -172,6 +172,14 @@ public final class Loop: @unchecked Sendable {
     }
 
     /// Loop thread. The loop's clock (`uv_now`), in milliseconds, updated once per loop turn.
+    /// Runs `callback` on the loop thread at the end of the current turn, after the turn's I/O
+    /// callbacks and before its writes are flushed (in the same turn when called from a callback).
+    /// Loop thread only. Dropped once shutdown has closed the loop's handles.
+    public func atEndOfTurn(_ callback: @escaping () -> Void) {
+        assertInLoopThread()
+        flusher.runAtEndOfTurn(callback)
+    }
+
     public var nowMilliseconds: UInt64 {
         assertInLoopThread()
         return uv_now(uvLoop)

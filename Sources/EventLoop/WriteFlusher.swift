@@ -2,6 +2,8 @@
 // handle, which runs right after the turn's I/O callbacks, then issues one uv_write (writev) per
 // connection. While anything is registered a no-op uv_idle handle stays active, which makes libuv poll
 // with a zero timeout, so bytes queued outside the I/O phase (timers, close callbacks) never wait.
+// The same check first runs the turn's end-of-turn callbacks (`Loop.atEndOfTurn`), so work they
+// do (Raft coalescing a turn's proposals into one AppendEntries) is written in the same turn.
 import CLibUV
 
 /// Loop-confined; owned by `Loop`.
@@ -9,6 +11,7 @@ final class WriteFlusher: LoopHandleOwner {
     private let check: UnsafeMutablePointer<uv_check_t>
     private let idle: UnsafeMutablePointer<uv_idle_t>
     private var registered: [TCPConnection] = []
+    private var endOfTurn: [() -> Void] = []
     private var isArmed = false
     private var isClosed = false
 
@@ -26,6 +29,17 @@ final class WriteFlusher: LoopHandleOwner {
     func register(_ connection: TCPConnection) {
         guard !isClosed else { return }
         registered.append(connection)
+        arm()
+    }
+
+    /// Runs `callback` once, at the end of this turn, before the turn's writes are flushed.
+    func runAtEndOfTurn(_ callback: @escaping () -> Void) {
+        guard !isClosed else { return }
+        endOfTurn.append(callback)
+        arm()
+    }
+
+    private func arm() {
         guard !isArmed else { return }
         isArmed = true
         uv_check_start(check) { check in
@@ -36,8 +50,14 @@ final class WriteFlusher: LoopHandleOwner {
     }
 
     private func flush() {
-        // A flush can fail a connection synchronously, and its owner may write elsewhere; loop until quiet.
-        while !registered.isEmpty {
+        // A flush can fail a connection synchronously, and its owner may write elsewhere; a
+        // callback may queue writes or register another callback: loop until quiet.
+        while !registered.isEmpty || !endOfTurn.isEmpty {
+            while !endOfTurn.isEmpty {
+                let callbacks = endOfTurn
+                endOfTurn = []
+                for callback in callbacks { callback() }
+            }
             let batch = registered
             registered = []
             for connection in batch {
@@ -53,6 +73,7 @@ final class WriteFlusher: LoopHandleOwner {
         guard !isClosed else { return }
         isClosed = true
         registered = []
+        endOfTurn = []
         closeHandle(check)
         closeHandle(idle)
     }

@@ -37,6 +37,9 @@ public final class RaftNode {
     var appliedHandedOut: UInt64
     var lastHardState: HardState
     var outbox: [OutgoingMessage] = []
+    /// Proposals appended since the last Ready; their AppendEntries go out when the Ready is
+    /// taken, so every proposal between two Readies shares one message per follower.
+    var proposalsAwaitingBroadcast = false
     var snapshotToInstall: Snapshot?
 
     // Timers.
@@ -257,7 +260,7 @@ public final class RaftNode {
             return .tooManyUncommitted(limit: config.maxUncommittedEntries)
         }
         let index = appendAsLeader(kind: .normal, data: data)
-        broadcastAppend()
+        proposalsAwaitingBroadcast = true
         return .accepted(index: index, term: term)
     }
 

@@ -27,6 +27,11 @@ public struct Ready: Sendable, Equatable {
 extension RaftNode {
     /// Takes everything the caller must do now, or nil if there is nothing.
     public func ready() -> Ready? {
+        if proposalsAwaitingBroadcast {
+            proposalsAwaitingBroadcast = false
+            // A follower's progress may have sent these already (an answer freed the window).
+            if role == .leader { broadcastAppend(sendIfEmpty: false) }
+        }
         var r = Ready()
         let hs = hardState
         if hs != lastHardState { r.hardState = hs }

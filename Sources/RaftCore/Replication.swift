@@ -13,8 +13,8 @@ extension RaftNode {
         return entry.index
     }
 
-    func broadcastAppend() {
-        for peer in sortedPeers() { sendAppend(to: peer, sendIfEmpty: true) }
+    func broadcastAppend(sendIfEmpty: Bool = true) {
+        for peer in sortedPeers() { sendAppend(to: peer, sendIfEmpty: sendIfEmpty) }
     }
 
     /// Sends the next AppendEntries (or the snapshot) to `peer` if its progress allows.

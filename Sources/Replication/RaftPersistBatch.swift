@@ -1,8 +1,10 @@
 // One disk job of the replicator: what the core handed out since the last job started
 // (group commit), and the job itself, which runs on the disk thread: one log transaction
-// (truncate, append, hard state; one fsync), then one state store transaction (apply).
+// (truncate, append, hard state; synced), then one state store transaction (apply; not synced,
+// see EnvironmentCheckpoint).
 import RaftCore
 import StateStore
+import Storage
 
 /// What the core handed out since the last disk job started.
 struct PersistBatch {
@@ -76,9 +78,10 @@ struct DiskJobDone: Sendable {
 }
 
 extension RaftReplicator {
-    /// Runs on the disk thread: one log transaction (fsync), then one state transaction.
+    /// Runs on the disk thread: one log transaction (fsync), then one state transaction (no fsync;
+    /// a checkpoint once `checkpointIntervalNanoseconds` have passed).
     /// `logDurable` runs between the two when the job has both (see `DiskJobDone.logOnly`).
-    static func run(_ job: DiskJob, on side: DiskSide, logDurable: () -> Void) -> DiskJobDone {
+    static func run(_ job: DiskJob, on side: DiskSide, disk: DiskThread, logDurable: () -> Void) -> DiskJobDone {
         let persistStarted = monotonicNanoseconds()
         do {
             try side.writer.persist(hardState: job.hardState, entries: job.entries, addressBook: job.addressBook,
@@ -97,12 +100,44 @@ extension RaftReplicator {
         do {
             let applyStarted = monotonicNanoseconds()
             let applied = try side.state.apply(job.commands.map { (index: $0.index, command: $0.data) })
-            side.metrics.fsmApply.recordNanoseconds(monotonicNanoseconds() - applyStarted)
+            let applyEnded = monotonicNanoseconds()
+            side.metrics.fsmApply.recordNanoseconds(applyEnded - applyStarted)
+            startCheckpointIfDue(on: side, disk: disk, nowNanoseconds: applyEnded)
             return DiskJobDone(applied: (job.commands.map(\.index), applied))
         } catch {
             // The entries are committed; a state store that refuses them would serve state that
             // disagrees with the log. Stop loudly; a restart re-applies from the log.
             fatalError("raft: state store apply failed at index \(job.commands[0].index): \(error)")
+        }
+    }
+
+    /// The apply did not fsync: bound how much a crash makes the log replay, and how many pages
+    /// the pinned checkpoint keeps LMDB from reusing. The sync runs on the checkpoint thread
+    /// while this thread goes on committing; the pin comes back here.
+    static func startCheckpointIfDue(on side: DiskSide, disk: DiskThread, nowNanoseconds: UInt64) {
+        guard !side.checkpointInFlight,
+              side.checkpoint.isDue(nowNanoseconds: nowNanoseconds, intervalNanoseconds: side.checkpointIntervalNanoseconds)
+        else { return }
+        let pending: EnvironmentCheckpoint.Pending
+        do {
+            pending = try side.checkpoint.begin(nowNanoseconds: nowNanoseconds)
+        } catch {
+            fatalError("raft: state checkpoint failed: \(error)")
+        }
+        side.checkpointInFlight = true
+        let handoff = ThreadHandoff(value: side)
+        side.checkpointThread.submit {
+            do {
+                try handoff.value.checkpoint.complete(pending)
+            } catch {
+                // The state file cannot be synced: nothing written after this point could be
+                // trusted after an OS crash. Stop; a restart rolls back and replays the log.
+                fatalError("raft: state checkpoint sync failed: \(error)")
+            }
+            disk.submit {
+                handoff.value.checkpoint.adopt(pending)
+                handoff.value.checkpointInFlight = false
+            }
         }
     }
 }

@@ -34,12 +34,15 @@ public final class RaftReplicator {
     let diskSide: ThreadHandoff<DiskSide>
     /// Dumps the state for InstallSnapshot streams without holding up the disk thread's commits.
     let snapshotThread = DiskThread(name: "conclave-raft-snapshot")
+    /// Syncs periodic state checkpoints (RaftPersistBatch.swift).
+    let checkpointThread = DiskThread(name: "conclave-state-sync")
     var snapshotMailbox: LoopMailbox<SnapshotEvent>?
     var snapshots = SnapshotActivity()
     /// Where snapshot streams keep their temporary files.
     let snapshotDirectory: String
     private var mailbox: LoopMailbox<DiskJobDone>?
     private var ticker: LoopTimer?
+    private var drainScheduled = false
     var addressBook: [NodeID: String]
     private var addressBookDirty = false
     private(set) var started = false
@@ -91,9 +94,19 @@ public final class RaftReplicator {
     final class DiskSide {
         let writer: RaftLogWriter
         let state: StateStore
+        /// The state's durable point (the state commits without fsync).
+        let checkpoint: EnvironmentCheckpoint
         let metrics: RaftMetrics
-        init(writer: RaftLogWriter, state: StateStore, metrics: RaftMetrics) {
-            self.writer = writer; self.state = state; self.metrics = metrics
+        let checkpointIntervalNanoseconds: UInt64
+        /// Where periodic checkpoints sync, so the disk thread's commits go on meanwhile.
+        let checkpointThread: DiskThread
+        /// Set and cleared on the disk thread: one periodic checkpoint at a time.
+        var checkpointInFlight = false
+        init(writer: RaftLogWriter, state: StateStore, checkpoint: EnvironmentCheckpoint, metrics: RaftMetrics,
+             checkpointIntervalNanoseconds: UInt64, checkpointThread: DiskThread) {
+            self.writer = writer; self.state = state; self.checkpoint = checkpoint; self.metrics = metrics
+            self.checkpointIntervalNanoseconds = checkpointIntervalNanoseconds
+            self.checkpointThread = checkpointThread
         }
     }
 
@@ -120,7 +133,15 @@ public final class RaftReplicator {
         self.logger = logger
         self.transport = transport
         logEnvironment = try Environment(directory: DataLayout.logDirectory(dataDirectory), durability: .full)
-        stateEnvironment = try Environment(directory: DataLayout.stateDirectory(dataDirectory), durability: .noMetaSync)
+        // The state is rebuilt from the log past its last checkpoint, so its commits skip
+        // LMDB's fsync (EnvironmentCheckpoint.swift); the log and the vote are always synced.
+        let stateDirectory = DataLayout.stateDirectory(dataDirectory)
+        let recovery = try EnvironmentCheckpoint.recover(directory: stateDirectory)
+        if case let .rolledBack(from, to) = recovery {
+            logger.warning("raft: state store stopped after its last checkpoint; rolled back to it, the log replays the rest",
+                           metadata: ["from_txn": "\(from)", "to_txn": "\(to)"])
+        }
+        stateEnvironment = try Environment(directory: stateDirectory, durability: .noSync)
         snapshotDirectory = DataLayout.snapshotTempDirectory(dataDirectory)
         SnapshotTempFile.prepare(directory: snapshotDirectory)
         let writer = try RaftLogWriter(environment: logEnvironment)
@@ -129,6 +150,9 @@ public final class RaftReplicator {
                                   durableLastIndex: recovered.lastIndex)
         let state = try StateStore(environment: stateEnvironment)
         reader = try StateStore(environment: stateEnvironment)
+        // Before any new commit: pins what is on disk now, so a crash before the next one rolls back here.
+        let checkpoint = EnvironmentCheckpoint(environment: stateEnvironment)
+        try checkpoint.take(nowNanoseconds: monotonicNanoseconds())
         lastAppliedIndex = try state.appliedIndex()
         // No check of the state's applied index against the snapshot point: the state records
         // only commands, so it may lag the snapshot point by no-op and configuration entries.
@@ -137,7 +161,9 @@ public final class RaftReplicator {
         self.advertiseAddress = advertiseAddress
         metrics = RaftMetrics(factory: metricsFactory ?? MetricsSystem.factory)
         peerMetrics = RaftMetrics.Peers(factory: metrics.factory)
-        diskSide = ThreadHandoff(value: DiskSide(writer: writer, state: state, metrics: metrics))
+        diskSide = ThreadHandoff(value: DiskSide(writer: writer, state: state, checkpoint: checkpoint, metrics: metrics,
+                                                 checkpointIntervalNanoseconds: config.stateCheckpointIntervalMilliseconds * 1_000_000,
+                                                 checkpointThread: checkpointThread))
         node = RaftNode(id: id, config: config.raft, log: raftLog, hardState: recovered.hardState,
                         seed: config.seed ?? UInt64.random(in: 1 ... .max))
         observedConfiguration = node.configuration
@@ -225,7 +251,7 @@ public final class RaftReplicator {
                                                                  proposedAtNanoseconds: monotonicNanoseconds()), forKey: index) {
                 stale.completion(.failure(.leadershipLost(index: index, term: stale.term)))
             }
-            drain()
+            drainAtEndOfTurn()
         case let .notLeader(leader):
             if forwardToLeader ?? config.forwardWritesToLeader, let leader, leader != id {
                 forward(command, to: leader, completion: completion)
@@ -261,7 +287,7 @@ public final class RaftReplicator {
         case .pending:
             reads[context] = PendingRead(deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds,
                                          completion: completion)
-            drain()
+            drainAtEndOfTurn()
         case let .notLeader(leader):
             if forwardToLeader ?? config.forwardWritesToLeader, let leader, leader != id {
                 forwardReadIndex(to: leader, completion: completion)
@@ -303,7 +329,7 @@ public final class RaftReplicator {
             default: break
             }
         }
-        drain()
+        drainAtEndOfTurn()
     }
 
     /// Fails reads past their deadline, and proposals whose entry is no longer in this
@@ -327,6 +353,20 @@ public final class RaftReplicator {
     }
 
     // MARK: Ready
+
+    /// Drains once at the end of this loop turn instead of now. Proposals, reads and messages
+    /// that arrive in one turn (many HTTP requests parsed from one poll, several AppendEntries
+    /// read from one socket) then leave as one Ready: one AppendEntries per follower carrying
+    /// all of the turn's entries, and one disk job, instead of one each per request.
+    func drainAtEndOfTurn() {
+        guard !drainScheduled else { return }
+        drainScheduled = true
+        loop.atEndOfTurn { [weak self] in
+            guard let self else { return }
+            self.drainScheduled = false
+            self.drain()
+        }
+    }
 
     /// Takes everything the core produced: sends what may go now, queues the rest for the
     /// next disk job, serves confirmed reads, and starts a disk job if none is running.
@@ -391,10 +431,11 @@ public final class RaftReplicator {
             return
         }
         let side = diskSide
+        let disk = self.disk
         // A job that installs a snapshot reports once, at the end: its log and state change together.
         let reportLogFirst = batch.restore == nil
         disk.submit {
-            mailbox.send(Self.run(job, on: side.value, logDurable: {
+            mailbox.send(Self.run(job, on: side.value, disk: disk, logDurable: {
                 if reportLogFirst { mailbox.send(DiskJobDone(applied: nil, logOnly: true)) }
             }))
         }
@@ -525,7 +566,20 @@ public final class RaftReplicator {
         snapshotThread.stop()
         snapshotMailbox?.close()
         snapshotMailbox = nil
+        let side = diskSide
+        let logger = self.logger
+        disk.submit {
+            // A last checkpoint: the next start need not roll back and replay.
+            do { try side.value.checkpoint.take() } catch {
+                logger.warning("raft: final state checkpoint failed; the next start replays from the last one",
+                               metadata: ["error": "\(error)"])
+            }
+            side.value.checkpoint.release()
+        }
         disk.stop()
+        // A periodic checkpoint still syncing finds the disk thread stopped: its pin is dropped
+        // (released) with its job, before the environment closes below.
+        checkpointThread.stop()
         mailbox?.close()
         mailbox = nil
         logEnvironment.close()

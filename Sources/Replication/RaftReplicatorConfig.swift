@@ -56,6 +56,10 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
     /// A snapshot stream without progress (bytes sent or received, or the follower's answer
     /// after the last byte) for this long is dropped; the core resends later.
     public var snapshotStallTimeoutMilliseconds: UInt64 = 60_000
+    /// How often the state store, which commits without fsync, is synced and checkpointed
+    /// (EnvironmentCheckpoint): after a crash the log replays at most about this much, and LMDB
+    /// keeps the pages changed since the last checkpoint from reuse until the next one.
+    public var stateCheckpointIntervalMilliseconds: UInt64 = 20
 
     public init() {}
 
@@ -98,6 +102,7 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
         guard snapshotChunkBytes > 0, snapshotChunkBytes < transport.maxFrameBytes else {
             throw .invalid("snapshotChunkBytes must be > 0 and < transport.maxFrameBytes")
         }
+        guard stateCheckpointIntervalMilliseconds > 0 else { throw .invalid("stateCheckpointIntervalMilliseconds must be > 0") }
         guard snapshotWindowBytes >= snapshotChunkBytes else { throw .invalid("snapshotWindowBytes must be >= snapshotChunkBytes") }
         guard snapshotStallTimeoutMilliseconds > 0 else { throw .invalid("snapshotStallTimeoutMilliseconds must be > 0") }
     }

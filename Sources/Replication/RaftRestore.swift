@@ -129,7 +129,7 @@ extension RaftReplicator {
                 do {
                     let environment = side.value.state.environment
                     let loaded = try StateSnapshot.restore(dump, into: environment, restoreIndex: index)
-                    try environment.sync()
+                    try side.value.checkpoint.take(nowNanoseconds: monotonicNanoseconds())
                     outcome = .success(loaded)
                 } catch {
                     outcome = .failure(SnapshotFailure(reason: "\(error)"))

@@ -156,12 +156,12 @@ extension RaftReplicator {
         guard compactionTarget(applied: applied) != nil else { return }
         snapshots.syncing = true
         logger.info("raft: starting snapshot up to", metadata: ["index": "\(applied)"])
-        // The state commits without syncing its meta page: make it durable through `applied`
-        // before the log forgets how to rebuild it.
-        let environment = stateEnvironment
+        // The state commits without fsync: checkpoint it through `applied` before the log
+        // forgets how to rebuild it.
+        let side = diskSide
         disk.submit {
             do {
-                try environment.sync()
+                try side.value.checkpoint.take(nowNanoseconds: monotonicNanoseconds())
                 _ = mailbox.send(.stateSynced(appliedIndex: applied))
             } catch {
                 _ = mailbox.send(.stateSyncFailed("\(error)"))
@@ -510,7 +510,7 @@ extension RaftReplicator {
                     let environment = side.value.state.environment
                     let outcome = try StateSnapshot.load(file: file.path, into: environment)
                     // Durable before the log drops its entries (the restore in the next disk job).
-                    try environment.sync()
+                    try side.value.checkpoint.take(nowNanoseconds: monotonicNanoseconds())
                     result = .success(outcome)
                 } catch {
                     result = .failure(SnapshotFailure(reason: "\(error)"))

@@ -13,6 +13,13 @@ public enum Durability: Sendable {
     /// MDB_NOMETASYNC: atomicity, consistency and isolation are kept, but an OS crash may
     /// undo the last committed transaction (the meta page is flushed by the next commit's sync).
     case noMetaSync
+    /// MDB_NOSYNC: commits are never flushed by LMDB; only `sync()` makes them durable. A process
+    /// crash loses nothing (the writes are in the page cache), but an OS crash may lose any
+    /// commit since the last `sync()` and, because LMDB's page and meta writes may then reach the
+    /// disk out of order, can leave the latest meta page pointing at pages that never arrived.
+    /// Only for data that can be rebuilt: `StateCheckpoint` pins a synced snapshot and rolls the
+    /// meta pages back to it after an unclean stop, and the Raft log replays the rest.
+    case noSync
 }
 
 /// A named database (LMDB's MDB_dbi) inside an environment. Valid until the environment closes.
@@ -72,7 +79,11 @@ public final class Environment: @unchecked Sendable {
             try check(mdb_env_set_mapsize(handle, initialMapSizeBytes), "mdb_env_set_mapsize")
             try check(mdb_env_set_maxreaders(handle, UInt32(maxReaders)), "mdb_env_set_maxreaders")
             var flags = UInt32(MDB_NOTLS)
-            if durability == .noMetaSync { flags |= UInt32(MDB_NOMETASYNC) }
+            switch durability {
+            case .full: break
+            case .noMetaSync: flags |= UInt32(MDB_NOMETASYNC)
+            case .noSync: flags |= UInt32(MDB_NOSYNC)
+            }
             try check(mdb_env_open(handle, directory, flags, 0o644), "mdb_env_open \(directory)")
             var deadReaders: Int32 = 0
             try check(mdb_reader_check(handle, &deadReaders), "mdb_reader_check")
@@ -192,6 +203,35 @@ public final class Environment: @unchecked Sendable {
         return info.me_mapsize
     }
 
+    /// LMDB's page size for this environment (the size of each of the two meta pages).
+    public var pageSize: Int {
+        var stat = MDB_stat()
+        mdb_env_stat(openHandle(), &stat)
+        return Int(stat.ms_psize)
+    }
+
+    /// The id of the last committed write transaction.
+    public var lastTransactionID: UInt64 {
+        let handle = openHandle()
+        enterTransaction()
+        defer { leaveTransaction() }
+        var info = MDB_envinfo()
+        mdb_env_info(handle, &info)
+        return UInt64(info.me_last_txnid)
+    }
+
+    /// Opens a read transaction that is never read from: while it is open, LMDB does not reuse
+    /// any page of the snapshot it saw (the oldest reader bounds page reuse), so that snapshot
+    /// stays whole on disk whatever later commits write. It holds no pointer into the map,
+    /// so the map may still grow while it is open. Release it before `close()`.
+    public func pinSnapshot() throws(StorageError) -> SnapshotPin {
+        let handle = openHandle()
+        enterTransaction()
+        defer { leaveTransaction() }
+        let txn = try beginTransaction(handle, flags: UInt32(MDB_RDONLY))
+        return SnapshotPin(txn: txn, transactionID: UInt64(mdb_txn_id(txn)))
+    }
+
     /// Flushes to disk whatever commits have not been synced (matters with `.noMetaSync`).
     public func sync() throws(StorageError) {
         try check(mdb_env_sync(openHandle(), 1), "mdb_env_sync")
@@ -286,4 +326,23 @@ public final class Environment: @unchecked Sendable {
             }
         }
     }
+}
+
+/// See `Environment.pinSnapshot`. Used by one thread at a time; `release` is idempotent.
+public final class SnapshotPin: @unchecked Sendable {
+    private var txn: OpaquePointer?
+    /// The transaction whose snapshot is pinned.
+    public let transactionID: UInt64
+
+    init(txn: OpaquePointer, transactionID: UInt64) {
+        self.txn = txn
+        self.transactionID = transactionID
+    }
+
+    public func release() {
+        if let txn { mdb_txn_abort(txn) }
+        txn = nil
+    }
+
+    deinit { release() }
 }
