@@ -81,12 +81,22 @@ struct CatalogClientAgentTests {
         let index = try #require(read.headers["X-Consul-Index"].flatMap { UInt64($0) })
 
         // A blocking query through client 2 returns when client 1 turns the check critical.
+        // Other changes to the service's health wake it too (the leader adding the node's
+        // serfHealth check once gossip reports ccc1), so like any Consul client it blocks again
+        // from the index it got until it sees the critical status.
         let done = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var woken: HTTPClientResponse?
         let port = clients[1].httpPort
         Thread.detachNewThread {
             var client = HTTPClient(host: "127.0.0.1", port: port, timeoutSeconds: 60)
-            woken = try? client.request(method: "GET", path: "/v1/health/service/api?index=\(index)&wait=30s")
+            var from = index
+            let deadline = Date().addingTimeInterval(30)
+            while Date() < deadline {
+                woken = try? client.request(method: "GET", path: "/v1/health/service/api?index=\(from)&wait=30s")
+                guard let answer = woken, let next = answer.headers["X-Consul-Index"].flatMap({ UInt64($0) }) else { break }
+                if String(decoding: answer.body, as: UTF8.self).contains(#""Status":"critical""#) { break }
+                from = next
+            }
             done.signal()
         }
         Thread.sleep(forTimeInterval: 0.2)
