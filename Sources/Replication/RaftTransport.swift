@@ -29,10 +29,13 @@ public struct RaftTransportConfig: Sendable, Equatable {
     /// Every Raft message a server sends draws an answer or is a leader's heartbeat, so a
     /// live peer is never silent for 10 election timeouts.
     public var silentPeerTimeoutMilliseconds: UInt64 = 10_000
-    /// Inbound connections held at once. Each server keeps one to each peer (re-made after
-    /// failures); 64 leaves room for a cluster of Consul's recommended 3–7 servers many times
-    /// over while bounding what a misbehaving client can hold open.
-    public var maxInboundConnections: Int = 64
+    /// Inbound connections held at once: one from each peer (re-made after failures) plus those
+    /// that have not sent their first frame yet. Client-agent RPC and snapshot streams leave the
+    /// count once their first frame hands them over, but a burst of client agents connecting at
+    /// once (all of them reconnecting after a server restart) arrives before any first frame is
+    /// read. 64 refused part of a burst of 100 in tests; 1024 still bounds what a misbehaving
+    /// client can hold open.
+    public var maxInboundConnections: Int = 1024
 
     public init() {}
 

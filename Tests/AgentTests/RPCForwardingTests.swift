@@ -283,8 +283,9 @@ struct RPCForwardingTests {
             socket.close()
         }
         // Every connection got past its hello (6 bytes, never cut) and was then closed.
-        #expect(waitFor { try onLoop(loop) { server.rpc.acceptedConnections == 100 && server.rpc.connectionCount == 0 } },
-                "seed \(seed)")
+        let settled = waitFor { try onLoop(loop) { server.rpc.acceptedConnections == 100 && server.rpc.connectionCount == 0 } }
+        let counts = try onLoop(loop) { (server.rpc.acceptedConnections, server.rpc.connectionCount) }
+        #expect(settled, "seed \(seed): accepted \(counts.0), open \(counts.1)")
         let answers = Unsafe<[String: Answer]>([:])
         let client = try onLoop(loop) { () -> Unsafe<RPCClient> in
             let client = RPCClient(loop: loop)
