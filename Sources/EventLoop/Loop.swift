@@ -171,7 +171,6 @@ public final class Loop: @unchecked Sendable {
         }
     }
 
-    /// Loop thread. The loop's clock (`uv_now`), in milliseconds, updated once per loop turn.
     /// Runs `callback` on the loop thread at the end of the current turn, after the turn's I/O
     /// callbacks and before its writes are flushed (in the same turn when called from a callback).
     /// Loop thread only. Dropped once shutdown has closed the loop's handles.
@@ -180,6 +179,7 @@ public final class Loop: @unchecked Sendable {
         flusher.runAtEndOfTurn(callback)
     }
 
+    /// Loop thread. The loop's clock (`uv_now`), in milliseconds, updated once per loop turn.
     public var nowMilliseconds: UInt64 {
         assertInLoopThread()
         return uv_now(uvLoop)

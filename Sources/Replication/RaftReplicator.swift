@@ -577,8 +577,9 @@ public final class RaftReplicator {
             side.value.checkpoint.release()
         }
         disk.stop()
-        // A periodic checkpoint still syncing finds the disk thread stopped: its pin is dropped
-        // (released) with its job, before the environment closes below.
+        // A periodic checkpoint still syncing either hands its pin back before the final job
+        // above (which releases it), after it (`adopt` after `release` drops it), or finds the
+        // disk thread stopped (the pin goes with the dropped job): none outlives the close below.
         checkpointThread.stop()
         mailbox?.close()
         mailbox = nil
