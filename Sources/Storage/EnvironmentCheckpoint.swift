@@ -154,14 +154,6 @@ public final class EnvironmentCheckpoint {
         nowNanoseconds &- lastStartedNanoseconds >= intervalNanoseconds
     }
 
-    /// Takes a checkpoint when `intervalNanoseconds` have passed since the last one began.
-    @discardableResult
-    public func takeIfDue(nowNanoseconds: UInt64, intervalNanoseconds: UInt64) throws(StorageError) -> Bool {
-        guard isDue(nowNanoseconds: nowNanoseconds, intervalNanoseconds: intervalNanoseconds) else { return false }
-        try take(nowNanoseconds: nowNanoseconds)
-        return true
-    }
-
     /// Lets LMDB reuse the pinned pages again, for good: a later `adopt` drops its pin too.
     /// Call before the environment closes.
     public func release() {

@@ -103,15 +103,20 @@ import Testing
         }
     }
 
-    @Test func takeIfDueWaitsForTheInterval() throws {
+    @Test func aCheckpointIsDueOnlyOnceTheIntervalHasPassed() throws {
         try withTemporaryDirectory { path throws in
             let env = try open(path)
             defer { env.close() }
             let checkpoint = EnvironmentCheckpoint(environment: env)
             defer { checkpoint.release() }
             try checkpoint.take(nowNanoseconds: 1_000)
-            #expect(try !checkpoint.takeIfDue(nowNanoseconds: 1_500, intervalNanoseconds: 1_000))
-            #expect(try checkpoint.takeIfDue(nowNanoseconds: 2_000, intervalNanoseconds: 1_000))
+            #expect(!checkpoint.isDue(nowNanoseconds: 1_500, intervalNanoseconds: 1_000))
+            #expect(checkpoint.isDue(nowNanoseconds: 2_000, intervalNanoseconds: 1_000))
+            // A begun checkpoint restarts the interval, whether or not it completed yet.
+            let pending = try checkpoint.begin(nowNanoseconds: 2_000)
+            #expect(!checkpoint.isDue(nowNanoseconds: 2_500, intervalNanoseconds: 1_000))
+            try checkpoint.complete(pending)
+            checkpoint.adopt(pending)
         }
     }
 
