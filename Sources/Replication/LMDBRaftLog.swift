@@ -1,7 +1,8 @@
 // The Raft log on LMDB. `LMDBRaftLog` is the core's `RaftLogStorage` on the loop thread: the
-// durable entries are read from LMDB, entries not yet persisted sit in memory in front of
-// them (etcd's "unstable"). `RaftLogWriter` is the disk thread's side: one write transaction
-// per persisted batch (truncate a conflicting suffix, append, store the hard state).
+// entries in LMDB are read from there, newer ones sit in memory in front of them (etcd's
+// "unstable", kept until the LMDB log has them). `RaftLogWriter` is the disk thread's side: it
+// writes journaled batches into LMDB several at a time (truncate a conflicting suffix, append,
+// store the hard state), and replays the journal after a crash.
 // Stable keys follow hashicorp/raft's names where it has one.
 import RaftCore
 import Storage
@@ -14,6 +15,8 @@ enum RaftStableKey {
     static let snapshotTerm = "SnapshotTerm"
     static let snapshotConfiguration = "SnapshotConfiguration"
     static let addressBook = "AddressBook"
+    /// The last journal record whose batch the LMDB log holds (RaftJournalBatch.swift).
+    static let journalSequence = "JournalSequence"
 }
 
 extension EntryKind {
@@ -148,41 +151,59 @@ final class RaftLogWriter {
                                   snapshot: snapshot, addressBook: book, lastIndex: lastIndex)
     }
 
-    /// Makes one batch durable in ONE write transaction (one fsync: the environment is opened
-    /// with `.full` durability): drops the suffix from `entries[0].index` (entries that
-    /// conflict with a new leader's, §5.3), appends, stores the hard state and address book.
-    ///
-    /// `restore` (an installed snapshot, §7) comes first: every entry is dropped and the
-    /// snapshot point stored, so `entries` continue after it. `compaction` comes last: the
-    /// prefix through its index is deleted and it becomes the snapshot point.
+    /// One batch in its own transaction (tests; the replicator batches with `write`).
     func persist(hardState: HardState?, entries: [Entry], addressBook: [NodeID: String]?,
                  restore: SnapshotMetadata? = nil, compaction: SnapshotMetadata? = nil) throws {
-        if hardState == nil && entries.isEmpty && addressBook == nil && restore == nil && compaction == nil { return }
+        try write(restore: restore, job: RaftJournalBatch(hardState: hardState, addressBook: addressBook, entries: entries),
+                  compaction: compaction)
+    }
+
+    /// The highest journal record whose batch is in this log (0: none).
+    func journalSequence() throws -> UInt64 {
+        try StableStore(environment: environment).uint64(RaftStableKey.journalSequence) ?? 0
+    }
+
+    /// Writes, in ONE transaction and in this order: `pending` (journaled batches of earlier
+    /// jobs), `restore` (an installed snapshot, §7: every entry is dropped and the snapshot point
+    /// stored), `job`, then `compaction` (the prefix through its index is deleted and it
+    /// becomes the snapshot point). Each batch drops the suffix from its first entry's index
+    /// (entries that conflict with a new leader's, §5.3), appends, and stores the hard state and
+    /// address book. `journalSequence`, when given, records the last journal record written.
+    /// Durable only as far as the environment's durability says (the replicator's log is
+    /// `.noSync`: the journal or a checkpoint makes it durable).
+    func write(pending: [RaftJournalBatch] = [], restore: SnapshotMetadata? = nil, job: RaftJournalBatch? = nil,
+               compaction: SnapshotMetadata? = nil, journalSequence: UInt64? = nil) throws {
+        let batches = pending + (job.map { [$0] } ?? [])
+        if batches.allSatisfy({ $0.hardState == nil && $0.entries.isEmpty && $0.addressBook == nil }),
+           restore == nil, compaction == nil, journalSequence == nil { return }
         let logDatabase = self.logDatabase
         let stableDatabase = self.stableDatabase
         let logStore = self.logStore
-        let stored = entries.map(\.stored)
         try environment.write { txn in
+            func put(_ batch: RaftJournalBatch) throws {
+                if let first = batch.entries.first {
+                    let cursor = try txn.cursor(logDatabase)
+                    while let (key, _) = try cursor.last(), let index = UInt64(bigEndianBytes: key), index >= first.index {
+                        try txn.delete(logDatabase, key: key)
+                    }
+                    try logStore.append(batch.entries.map(\.stored), in: txn)
+                }
+                if let hardState = batch.hardState {
+                    try txn.put(stableDatabase, key: Array(RaftStableKey.currentTerm.utf8), value: hardState.term.bigEndianBytes)
+                    try txn.put(stableDatabase, key: Array(RaftStableKey.lastVoteCandidate.utf8),
+                                value: (hardState.votedFor ?? 0).bigEndianBytes)
+                    try txn.put(stableDatabase, key: Array(RaftStableKey.commitIndex.utf8), value: hardState.commitIndex.bigEndianBytes)
+                }
+                if let addressBook = batch.addressBook {
+                    try txn.put(stableDatabase, key: Array(RaftStableKey.addressBook.utf8), value: AddressBookCodec.encode(addressBook))
+                }
+            }
+            for batch in pending { try put(batch) }
             if let restore {
                 try txn.clear(logDatabase)
                 try Self.putSnapshot(restore, stableDatabase, txn)
             }
-            if let first = stored.first {
-                let cursor = try txn.cursor(logDatabase)
-                while let (key, _) = try cursor.last(), let index = UInt64(bigEndianBytes: key), index >= first.index {
-                    try txn.delete(logDatabase, key: key)
-                }
-                try logStore.append(stored, in: txn)
-            }
-            if let hardState {
-                try txn.put(stableDatabase, key: Array(RaftStableKey.currentTerm.utf8), value: hardState.term.bigEndianBytes)
-                try txn.put(stableDatabase, key: Array(RaftStableKey.lastVoteCandidate.utf8),
-                            value: (hardState.votedFor ?? 0).bigEndianBytes)
-                try txn.put(stableDatabase, key: Array(RaftStableKey.commitIndex.utf8), value: hardState.commitIndex.bigEndianBytes)
-            }
-            if let addressBook {
-                try txn.put(stableDatabase, key: Array(RaftStableKey.addressBook.utf8), value: AddressBookCodec.encode(addressBook))
-            }
+            if let job { try put(job) }
             if let compaction {
                 let cursor = try txn.cursor(logDatabase)
                 while let (key, _) = try cursor.first(), let index = UInt64(bigEndianBytes: key), index <= compaction.index {
@@ -190,7 +211,23 @@ final class RaftLogWriter {
                 }
                 try Self.putSnapshot(compaction, stableDatabase, txn)
             }
+            if let journalSequence {
+                try txn.put(stableDatabase, key: Array(RaftStableKey.journalSequence.utf8), value: journalSequence.bigEndianBytes)
+            }
         }
+    }
+
+    /// After a crash: writes the journal's records past this log's `journalSequence` into the
+    /// log (one transaction). Returns how many it replayed and the sequence the journal goes on
+    /// from (above every whole record in its files).
+    func replay(_ journal: Journal) throws -> (records: Int, nextSequence: UInt64) {
+        let inLog = try journalSequence()
+        let (records, highest) = try journal.records(after: inLog)
+        let next = max(inLog, highest, records.last?.sequence ?? 0) + 1
+        guard let last = records.last else { return (0, next) }
+        let batches = try records.map { record throws(StorageError) in try RaftJournalBatch.decode(record.payload) }
+        try write(pending: batches, journalSequence: last.sequence)
+        return (records.count, next)
     }
 
     private static func putSnapshot(_ snapshot: SnapshotMetadata, _ stable: Database, _ txn: WriteTransaction) throws {
@@ -201,11 +238,12 @@ final class RaftLogWriter {
 }
 
 /// The core's log on the loop thread. Loop-confined: created before the loop starts, then
-/// used only by the RaftNode that owns it and by the replicator's `stableTo`.
+/// used only by the RaftNode that owns it and by the replicator's `writtenTo`.
 final class LMDBRaftLog: RaftLogStorage {
     private let reader: LogStore
     private(set) var snapshot: SnapshotMetadata
-    /// Entries appended but not yet known durable; they shadow any disk entries at or after
+    /// Entries not yet in the LMDB log: not yet durable, or durable in the journal and waiting
+    /// for the disk thread's next batched LMDB write. They shadow any LMDB entries at or after
     /// `unstableOffset` (those may be truncated by a write still to come).
     private var unstable: [Entry] = []
     private var unstableOffset: UInt64
@@ -214,15 +252,16 @@ final class LMDBRaftLog: RaftLogStorage {
     /// (the restore's job deletes whatever it wrote).
     private(set) var restoreGeneration = 0
 
-    init(environment: Environment, snapshot: SnapshotMetadata, durableLastIndex: UInt64) throws {
+    init(environment: Environment, snapshot: SnapshotMetadata, lastIndexInLMDB: UInt64) throws {
         reader = try LogStore(environment: environment)
         self.snapshot = snapshot
-        unstableOffset = max(durableLastIndex, snapshot.index) + 1
+        unstableOffset = max(lastIndexInLMDB, snapshot.index) + 1
     }
 
     var firstIndex: UInt64 { snapshot.index + 1 }
     var lastIndex: UInt64 { unstable.last?.index ?? unstableOffset - 1 }
-    /// Entries held in memory (bounded by the core's maxUncommittedEntries plus the disk lag).
+    /// Entries held in memory (bounded by the core's maxUncommittedEntries plus the disk lag and
+    /// the interval between batched LMDB writes).
     var unstableCount: Int { unstable.count }
 
     func term(at index: UInt64) -> UInt64? {
@@ -235,7 +274,7 @@ final class LMDBRaftLog: RaftLogStorage {
         if index >= unstableOffset { return unstable[Int(index - unstableOffset)] }
         do {
             guard let stored = try reader.entry(at: index) else {
-                preconditionFailure("raft log: durable entry \(index) missing from LMDB")
+                preconditionFailure("raft log: entry \(index) missing from LMDB")
             }
             return try Entry(stored)
         } catch {
@@ -290,9 +329,10 @@ final class LMDBRaftLog: RaftLogStorage {
         }
     }
 
-    /// The disk thread made entries through `index` (whose entry had `term`) durable. Entries
-    /// since replaced in memory (another term at that index) stay unstable.
-    func stableTo(index: UInt64, term: UInt64) {
+    /// The disk thread wrote entries through `index` (whose entry had `term`) into the LMDB log:
+    /// memory lets go of them. Entries since replaced in memory (another term at that index)
+    /// stay.
+    func writtenTo(index: UInt64, term: UInt64) {
         guard index >= unstableOffset, index <= lastIndex, unstable[Int(index - unstableOffset)].term == term else { return }
         unstable.removeFirst(Int(index - unstableOffset + 1))
         unstableOffset = index + 1
@@ -302,9 +342,14 @@ final class LMDBRaftLog: RaftLogStorage {
     /// deletion on disk is handed to the next disk job through `takePendingCompaction`.
     func compact(through index: UInt64, configuration: Configuration) {
         guard index > snapshot.index else { return }
-        // Only applied entries are compacted, and those are durable.
-        precondition(index < unstableOffset, "raft log: compacting entry \(index), which is not yet durable")
+        // Only applied entries are compacted, and those are durable (in the journal at least:
+        // the compaction's disk job writes everything pending into LMDB before it deletes).
+        precondition(index <= lastIndex, "raft log: compacting entry \(index), past the log")
         guard let term = term(at: index) else { preconditionFailure("raft log: compacting missing entry \(index)") }
+        if index >= unstableOffset {
+            unstable.removeFirst(Int(index - unstableOffset + 1))
+            unstableOffset = index + 1
+        }
         snapshot = SnapshotMetadata(index: index, term: term, configuration: configuration)
         pendingCompaction = snapshot
     }

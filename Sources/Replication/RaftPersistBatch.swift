@@ -1,7 +1,7 @@
 // One disk job of the replicator: what the core handed out since the last job started
-// (group commit), and the job itself, which runs on the disk thread: one log transaction
-// (truncate, append, hard state; synced), then one state store transaction (apply; not synced,
-// see EnvironmentCheckpoint).
+// (group commit), and the job itself, which runs on the disk thread: the log part made durable
+// (one journal record, RaftDiskSide.swift), then one state store transaction (apply; not
+// synced, see EnvironmentCheckpoint).
 import RaftCore
 import StateStore
 import Storage
@@ -75,19 +75,20 @@ struct DiskJobDone: Sendable {
     /// Only the job's log transaction is done (its apply still runs): sent between the two so
     /// that acknowledgements and the leader's own match go out one state commit earlier.
     var logOnly = false
+    /// The LMDB log now holds entries through this one (the loop lets go of them in memory).
+    var writtenThrough: (index: UInt64, term: UInt64)?
 }
 
 extension RaftReplicator {
-    /// Runs on the disk thread: one log transaction (fsync), then one state transaction (no fsync;
-    /// a checkpoint once `checkpointIntervalNanoseconds` have passed).
-    /// `logDurable` runs between the two when the job has both (see `DiskJobDone.logOnly`).
+    /// Runs on the disk thread: the log part made durable (a synced journal record), then one
+    /// state transaction (no fsync), then the periodic LMDB log write and checkpoints.
+    /// `logDurable` runs between the log and the apply when the job has both (see
+    /// `DiskJobDone.logOnly`).
     static func run(_ job: DiskJob, on side: DiskSide, disk: DiskThread, logDurable: () -> Void) -> DiskJobDone {
         let persistStarted = monotonicNanoseconds()
         do {
-            try side.writer.persist(hardState: job.hardState, entries: job.entries, addressBook: job.addressBook,
-                                    restore: job.restore, compaction: job.compaction)
-            // Only jobs that committed a log transaction (the others skip the write).
             if job.writesLog {
+                try side.persistLog(job)
                 side.metrics.fsyncTime.recordNanoseconds(monotonicNanoseconds() - persistStarted)
             }
             if !job.entries.isEmpty { side.metrics.diskBatchEntries.record(job.entries.count) }
@@ -95,49 +96,22 @@ extension RaftReplicator {
             // The core believes these entries are in its log; without them it cannot go on.
             fatalError("raft: failed to persist the log: \(error)")
         }
-        guard !job.commands.isEmpty else { return DiskJobDone(applied: nil) }
-        if job.writesLog { logDurable() }
-        do {
-            let applyStarted = monotonicNanoseconds()
-            let applied = try side.state.apply(job.commands.map { (index: $0.index, command: $0.data) })
-            let applyEnded = monotonicNanoseconds()
-            side.metrics.fsmApply.recordNanoseconds(applyEnded - applyStarted)
-            startCheckpointIfDue(on: side, disk: disk, nowNanoseconds: applyEnded)
-            return DiskJobDone(applied: (job.commands.map(\.index), applied))
-        } catch {
-            // The entries are committed; a state store that refuses them would serve state that
-            // disagrees with the log. Stop loudly; a restart re-applies from the log.
-            fatalError("raft: state store apply failed at index \(job.commands[0].index): \(error)")
-        }
-    }
-
-    /// The apply did not fsync: bound how much a crash makes the log replay, and how many pages
-    /// the pinned checkpoint keeps LMDB from reusing. The sync runs on the checkpoint thread
-    /// while this thread goes on committing; the pin comes back here.
-    static func startCheckpointIfDue(on side: DiskSide, disk: DiskThread, nowNanoseconds: UInt64) {
-        guard !side.checkpointInFlight,
-              side.checkpoint.isDue(nowNanoseconds: nowNanoseconds, intervalNanoseconds: side.checkpointIntervalNanoseconds)
-        else { return }
-        let pending: EnvironmentCheckpoint.Pending
-        do {
-            pending = try side.checkpoint.begin(nowNanoseconds: nowNanoseconds)
-        } catch {
-            fatalError("raft: state checkpoint failed: \(error)")
-        }
-        side.checkpointInFlight = true
-        let handoff = ThreadHandoff(value: side)
-        side.checkpointThread.submit {
+        var done = DiskJobDone(applied: nil)
+        if !job.commands.isEmpty {
+            if job.writesLog { logDurable() }
             do {
-                try handoff.value.checkpoint.complete(pending)
+                let applyStarted = monotonicNanoseconds()
+                let applied = try side.state.apply(job.commands.map { (index: $0.index, command: $0.data) })
+                side.metrics.fsmApply.recordNanoseconds(monotonicNanoseconds() - applyStarted)
+                done.applied = (job.commands.map(\.index), applied)
             } catch {
-                // The state file cannot be synced: nothing written after this point could be
-                // trusted after an OS crash. Stop; a restart rolls back and replays the log.
-                fatalError("raft: state checkpoint sync failed: \(error)")
-            }
-            disk.submit {
-                handoff.value.checkpoint.adopt(pending)
-                handoff.value.checkpointInFlight = false
+                // The entries are committed; a state store that refuses them would serve state that
+                // disagrees with the log. Stop loudly; a restart re-applies from the log.
+                fatalError("raft: state store apply failed at index \(job.commands[0].index): \(error)")
             }
         }
+        side.maintain(disk: disk, nowNanoseconds: monotonicNanoseconds())
+        done.writtenThrough = side.takeWrittenReport()
+        return done
     }
 }

@@ -90,26 +90,6 @@ public final class RaftReplicator {
         var completion: (Result<UInt64, RaftCommitError>) -> Void
     }
 
-    /// Disk-thread-owned stores.
-    final class DiskSide {
-        let writer: RaftLogWriter
-        let state: StateStore
-        /// The state's durable point (the state commits without fsync).
-        let checkpoint: EnvironmentCheckpoint
-        let metrics: RaftMetrics
-        let checkpointIntervalNanoseconds: UInt64
-        /// Where periodic checkpoints sync, so the disk thread's commits go on meanwhile.
-        let checkpointThread: DiskThread
-        /// Set and cleared on the disk thread: one periodic checkpoint at a time.
-        var checkpointInFlight = false
-        init(writer: RaftLogWriter, state: StateStore, checkpoint: EnvironmentCheckpoint, metrics: RaftMetrics,
-             checkpointIntervalNanoseconds: UInt64, checkpointThread: DiskThread) {
-            self.writer = writer; self.state = state; self.checkpoint = checkpoint; self.metrics = metrics
-            self.checkpointIntervalNanoseconds = checkpointIntervalNanoseconds
-            self.checkpointThread = checkpointThread
-        }
-    }
-
     /// - Parameters:
     ///   - transport: this server's transport, already listening; the replicator owns it from now
     ///     on (it sets its handlers and closes it on `close`).
@@ -132,9 +112,16 @@ public final class RaftReplicator {
         logger[metadataKey: "server"] = "\(id)"
         self.logger = logger
         self.transport = transport
-        logEnvironment = try Environment(directory: DataLayout.logDirectory(dataDirectory), durability: .full)
+        // The log commits without fsync too: its durability is the journal's synced record per
+        // disk job (RaftDiskSide.swift), and a checkpoint lets the journal reuse its space.
+        let logDirectory = DataLayout.logDirectory(dataDirectory)
+        if case let .rolledBack(from, to) = try EnvironmentCheckpoint.recover(directory: logDirectory) {
+            logger.warning("raft: log stopped after its last checkpoint; rolled back to it, the journal replays the rest",
+                           metadata: ["from_txn": "\(from)", "to_txn": "\(to)"])
+        }
+        logEnvironment = try Environment(directory: logDirectory, durability: .noSync)
         // The state is rebuilt from the log past its last checkpoint, so its commits skip
-        // LMDB's fsync (EnvironmentCheckpoint.swift); the log and the vote are always synced.
+        // LMDB's fsync (EnvironmentCheckpoint.swift).
         let stateDirectory = DataLayout.stateDirectory(dataDirectory)
         let recovery = try EnvironmentCheckpoint.recover(directory: stateDirectory)
         if case let .rolledBack(from, to) = recovery {
@@ -145,12 +132,21 @@ public final class RaftReplicator {
         snapshotDirectory = DataLayout.snapshotTempDirectory(dataDirectory)
         SnapshotTempFile.prepare(directory: snapshotDirectory)
         let writer = try RaftLogWriter(environment: logEnvironment)
+        let journal = try Journal(directory: logDirectory, fileBytes: config.journalFileBytes)
+        let replay = try writer.replay(journal)
+        if replay.records > 0 {
+            logger.info("raft: replayed log batches from the journal", metadata: [
+                "records": "\(replay.records)", "through_sequence": "\(replay.nextSequence - 1)"])
+        }
         let recovered = try writer.recover(bootstrap: bootstrap)
+        // Before any new commit, each store's durable point is what is there now.
+        let logCheckpoint = EnvironmentCheckpoint(environment: logEnvironment)
+        try logCheckpoint.take(nowNanoseconds: monotonicNanoseconds())
+        journal.startWriting(nextSequence: replay.nextSequence)
         raftLog = try LMDBRaftLog(environment: logEnvironment, snapshot: recovered.snapshot,
-                                  durableLastIndex: recovered.lastIndex)
+                                  lastIndexInLMDB: recovered.lastIndex)
         let state = try StateStore(environment: stateEnvironment)
         reader = try StateStore(environment: stateEnvironment)
-        // Before any new commit: pins what is on disk now, so a crash before the next one rolls back here.
         let checkpoint = EnvironmentCheckpoint(environment: stateEnvironment)
         try checkpoint.take(nowNanoseconds: monotonicNanoseconds())
         lastAppliedIndex = try state.appliedIndex()
@@ -161,8 +157,8 @@ public final class RaftReplicator {
         self.advertiseAddress = advertiseAddress
         metrics = RaftMetrics(factory: metricsFactory ?? MetricsSystem.factory)
         peerMetrics = RaftMetrics.Peers(factory: metrics.factory)
-        diskSide = ThreadHandoff(value: DiskSide(writer: writer, state: state, checkpoint: checkpoint, metrics: metrics,
-                                                 checkpointIntervalNanoseconds: config.stateCheckpointIntervalMilliseconds * 1_000_000,
+        diskSide = ThreadHandoff(value: DiskSide(writer: writer, state: state, checkpoint: checkpoint, logCheckpoint: logCheckpoint,
+                                                 journal: journal, metrics: metrics, config: config,
                                                  checkpointThread: checkpointThread))
         node = RaftNode(id: id, config: config.raft, log: raftLog, hardState: recovered.hardState,
                         seed: config.seed ?? UInt64.random(in: 1 ... .max))
@@ -453,6 +449,9 @@ public final class RaftReplicator {
             return
         }
         inFlight = nil
+        if let written = done.writtenThrough, batch.restoreGeneration == raftLog.restoreGeneration {
+            raftLog.writtenTo(index: written.index, term: written.term)
+        }
         if let restore = batch.restore, batch.restoreGeneration == raftLog.restoreGeneration {
             node.persisted(upTo: restore.index, term: restore.term)
             lastAppliedIndex = max(lastAppliedIndex, restore.index)
@@ -488,7 +487,6 @@ public final class RaftReplicator {
     /// that vouch for them go out.
     private func logPersisted(_ batch: PersistBatch) {
         if let last = batch.entries.last, batch.restoreGeneration == raftLog.restoreGeneration {
-            raftLog.stableTo(index: last.index, term: last.term)
             node.persisted(upTo: last.index, term: last.term)
         }
         if let compaction = batch.compaction {
@@ -569,12 +567,10 @@ public final class RaftReplicator {
         let side = diskSide
         let logger = self.logger
         disk.submit {
-            // A last checkpoint: the next start need not roll back and replay.
-            do { try side.value.checkpoint.take() } catch {
-                logger.warning("raft: final state checkpoint failed; the next start replays from the last one",
+            do { try side.value.closeStores() } catch {
+                logger.warning("raft: final checkpoint failed; the next start replays from the last one",
                                metadata: ["error": "\(error)"])
             }
-            side.value.checkpoint.release()
         }
         disk.stop()
         // A periodic checkpoint still syncing either hands its pin back before the final job

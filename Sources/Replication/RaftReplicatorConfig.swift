@@ -60,6 +60,13 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
     /// (EnvironmentCheckpoint): after a crash the log replays at most about this much, and LMDB
     /// keeps the pages changed since the last checkpoint from reuse until the next one.
     public var stateCheckpointIntervalMilliseconds: UInt64 = 20
+    /// How often the journaled log batches are written into the LMDB log (one transaction for
+    /// all of them, not synced) and that log is checkpointed, after which the journal may reuse
+    /// their space. Entries stay in memory until then. Longer: fewer LMDB pages written per entry.
+    public var logCheckpointIntervalMilliseconds: UInt64 = 100
+    /// Size of each of the log's two journal files (Journal.swift), zero-filled when a data dir
+    /// is created. A job whose records do not fit is written straight into LMDB and synced.
+    public var journalFileBytes: Int = 4 << 20
 
     public init() {}
 
@@ -103,6 +110,8 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
             throw .invalid("snapshotChunkBytes must be > 0 and < transport.maxFrameBytes")
         }
         guard stateCheckpointIntervalMilliseconds > 0 else { throw .invalid("stateCheckpointIntervalMilliseconds must be > 0") }
+        guard logCheckpointIntervalMilliseconds > 0 else { throw .invalid("logCheckpointIntervalMilliseconds must be > 0") }
+        guard journalFileBytes >= 64 << 10 else { throw .invalid("journalFileBytes must be at least 64 KiB") }
         guard snapshotWindowBytes >= snapshotChunkBytes else { throw .invalid("snapshotWindowBytes must be >= snapshotChunkBytes") }
         guard snapshotStallTimeoutMilliseconds > 0 else { throw .invalid("snapshotStallTimeoutMilliseconds must be > 0") }
     }

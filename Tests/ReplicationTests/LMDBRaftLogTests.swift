@@ -53,7 +53,7 @@ struct LMDBRaftLogTests {
             #expect(state.snapshot.configuration == Configuration(voters: [1, 2, 3]))
             #expect(state.addressBook == book)
             #expect(state.lastIndex == 5)
-            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, durableLastIndex: state.lastIndex)
+            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, lastIndexInLMDB: state.lastIndex)
             #expect(log.entries(from: 1, through: 5, maxCount: 100, maxBytes: 1 << 20) == entries(1 ... 5, term: 4))
             #expect(log.term(at: 0) == 0)
             #expect(log.term(at: 6) == nil)
@@ -71,29 +71,29 @@ struct LMDBRaftLogTests {
         try withWriter(dir) { env, _, state in
             #expect(state.lastIndex == 4)
             #expect(state.hardState.term == 2)
-            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, durableLastIndex: state.lastIndex)
+            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, lastIndexInLMDB: state.lastIndex)
             #expect(log.entries(from: 1, through: 4, maxCount: 10, maxBytes: 1 << 20)
                 == entries(1 ... 2, term: 1) + entries(3 ... 4, term: 2))
         }
     }
 
-    @Test func unpersistedEntriesShadowTheDiskUntilStable() throws {
+    @Test func entriesInMemoryShadowTheDiskUntilWrittenToLMDB() throws {
         let dir = temporaryDataDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try withWriter(dir, bootstrap: [1: "a:1"]) { env, writer, state in
             try writer.persist(hardState: nil, entries: entries(1 ... 4, term: 1), addressBook: nil)
-            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, durableLastIndex: 4)
+            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, lastIndexInLMDB: 4)
             // A new leader's entries replace 3...4 in memory; the disk still holds term 1.
             log.append(entries(3 ... 6, term: 2))
             #expect(log.lastIndex == 6)
             #expect(log.unstableCount == 4)
             #expect(log.entries(from: 2, through: 6, maxCount: 10, maxBytes: 1 << 20)
                 == entries(2 ... 2, term: 1) + entries(3 ... 6, term: 2))
-            // A stale acknowledgement (index 4 of term 1) changes nothing.
-            log.stableTo(index: 4, term: 1)
+            // A stale report (index 4 of term 1) changes nothing.
+            log.writtenTo(index: 4, term: 1)
             #expect(log.unstableCount == 4)
             try writer.persist(hardState: nil, entries: entries(3 ... 6, term: 2), addressBook: nil)
-            log.stableTo(index: 6, term: 2)
+            log.writtenTo(index: 6, term: 2)
             #expect(log.unstableCount == 0)
             #expect(log.entries(from: 1, through: 6, maxCount: 3, maxBytes: 1 << 20) == entries(1 ... 2, term: 1) + entries(3 ... 3, term: 2))
             #expect(log.entries(from: 1, through: 6, maxCount: 10, maxBytes: 1) == entries(1 ... 1, term: 1))

@@ -15,7 +15,7 @@ struct RaftSnapshotLogTests {
         try withWriter(dir, bootstrap: [1: "a:1", 2: "a:2", 3: "a:3"]) { env, writer, state in
             try writer.persist(hardState: HardState(term: 2, votedFor: 1, commitIndex: 10),
                                entries: entries(1 ... 10, term: 2), addressBook: nil)
-            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, durableLastIndex: 10)
+            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, lastIndexInLMDB: 10)
             log.compact(through: 6, configuration: voters)
             // The core stops seeing the prefix at once; the disk drops it with the next job.
             #expect(log.snapshot == SnapshotMetadata(index: 6, term: 2, configuration: voters))
@@ -31,7 +31,7 @@ struct RaftSnapshotLogTests {
             #expect(state.snapshot == SnapshotMetadata(index: 6, term: 2, configuration: voters))
             #expect(state.lastIndex == 12)
             #expect(state.hardState.commitIndex == 10)
-            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, durableLastIndex: state.lastIndex)
+            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, lastIndexInLMDB: state.lastIndex)
             #expect(log.firstIndex == 7)
             #expect(log.entries(from: 7, through: 12, maxCount: 10, maxBytes: 1 << 20) == entries(7 ... 12, term: 2))
             #expect(try LogStore(environment: env).firstIndex == 7)
@@ -47,7 +47,7 @@ struct RaftSnapshotLogTests {
             // An old, partly conflicting log.
             try writer.persist(hardState: HardState(term: 3, votedFor: 2, commitIndex: 4),
                                entries: entries(1 ... 8, term: 3), addressBook: nil)
-            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, durableLastIndex: 8)
+            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, lastIndexInLMDB: 8)
             let generation = log.restoreGeneration
             log.restore(snapshot)
             #expect(log.restoreGeneration == generation + 1)
@@ -56,7 +56,7 @@ struct RaftSnapshotLogTests {
             log.append(entries(51 ... 52, term: 5))
             try writer.persist(hardState: HardState(term: 5, votedFor: nil, commitIndex: 50),
                                entries: entries(51 ... 52, term: 5), addressBook: nil, restore: snapshot)
-            log.stableTo(index: 52, term: 5)
+            log.writtenTo(index: 52, term: 5)
             #expect(log.unstableCount == 0)
             #expect(log.entries(from: 51, through: 52, maxCount: 10, maxBytes: 1 << 20) == entries(51 ... 52, term: 5))
         }
@@ -84,7 +84,7 @@ struct RaftSnapshotLogTests {
             #expect(state.lastIndex == 9)
             // The stored commit index (0) is raised to the snapshot point: it is committed.
             #expect(state.hardState.commitIndex == 9)
-            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, durableLastIndex: state.lastIndex)
+            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, lastIndexInLMDB: state.lastIndex)
             #expect(log.lastIndex == 9)
             #expect(log.firstIndex == 10)
             // A node can start from it.

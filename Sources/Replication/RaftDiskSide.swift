@@ -1,0 +1,179 @@
+// The disk thread's stores and how a disk job's log part becomes durable.
+//
+// The log part of a job is one journal record (Journal.swift: one small synced write) and is
+// kept in `pending`; every `logCheckpointIntervalMilliseconds` the pending batches go into the
+// LMDB log in one transaction without fsync, and a checkpoint of the log environment (beside
+// the state's) is synced on the checkpoint thread. Once that checkpoint is durable, the journal
+// may reuse the space of the records it covers. A crash replays the records the LMDB log lacks
+// (`RaftLogWriter.replay`). Restores, compactions and batches too large for a journal file skip
+// the journal: everything pending and the job go into LMDB, and the log is checkpointed at once.
+import RaftCore
+import StateStore
+import Storage
+
+extension RaftReplicator {
+    /// Disk-thread-owned stores (the checkpoint thread only runs `complete`).
+    final class DiskSide {
+        let writer: RaftLogWriter
+        let state: StateStore
+        /// The state's durable point (the state commits without fsync).
+        let checkpoint: EnvironmentCheckpoint
+        /// The LMDB log's durable point (it commits without fsync too; the journal covers the rest).
+        let logCheckpoint: EnvironmentCheckpoint
+        let journal: Journal
+        let metrics: RaftMetrics
+        let checkpointIntervalNanoseconds: UInt64
+        let logCheckpointIntervalNanoseconds: UInt64
+        /// Where periodic checkpoints sync, so the disk thread's commits go on meanwhile.
+        let checkpointThread: DiskThread
+        /// Set and cleared on the disk thread: one periodic checkpoint (of either store) at a time.
+        var checkpointInFlight = false
+
+        /// Journaled batches not yet written into the LMDB log, oldest first.
+        private var pending: [RaftJournalBatch] = []
+        private var pendingEntries = 0
+        /// The last journal record written.
+        private var lastSequence: UInt64
+        /// The last journal record whose batch the LMDB log holds.
+        private var sequenceInLMDB: UInt64
+        /// The LMDB log changed since the last log checkpoint began.
+        private var logDirty = false
+        private var lastLogWriteNanoseconds: UInt64 = 0
+        /// The LMDB log's last entry once everything pending is in it (reported to the loop,
+        /// which then lets go of the entries in memory).
+        private var lastEntry: (index: UInt64, term: UInt64)?
+        private var writtenSinceReport = false
+
+        /// Pending batches past this many entries go into LMDB before their interval is up.
+        static let maxPendingEntries = 8192
+
+        init(writer: RaftLogWriter, state: StateStore, checkpoint: EnvironmentCheckpoint, logCheckpoint: EnvironmentCheckpoint,
+             journal: Journal, metrics: RaftMetrics, config: RaftReplicatorConfig, checkpointThread: DiskThread) {
+            self.writer = writer; self.state = state; self.checkpoint = checkpoint; self.logCheckpoint = logCheckpoint
+            self.journal = journal; self.metrics = metrics; self.checkpointThread = checkpointThread
+            checkpointIntervalNanoseconds = config.stateCheckpointIntervalMilliseconds * 1_000_000
+            logCheckpointIntervalNanoseconds = config.logCheckpointIntervalMilliseconds * 1_000_000
+            lastSequence = journal.nextSequence - 1
+            sequenceInLMDB = lastSequence
+        }
+
+        /// Makes the job's log part durable (see the file comment).
+        func persistLog(_ job: DiskJob) throws {
+            let batch = RaftJournalBatch(hardState: job.hardState, addressBook: job.addressBook, entries: job.entries)
+            if job.restore == nil, job.compaction == nil {
+                let payload = batch.encoded()
+                if journal.fits(payloadBytes: payload.count) {
+                    var sequence = try journal.append(payload)
+                    if sequence == nil {
+                        // Both files hold records the LMDB log lacks on disk: put them there now.
+                        try writePending()
+                        try takeLogCheckpoint()
+                        sequence = try journal.append(payload)
+                    }
+                    guard let sequence else { throw StorageError.corrupt("journal: no room right after a log checkpoint") }
+                    lastSequence = sequence
+                    pending.append(batch)
+                    pendingEntries += batch.entries.count
+                    if let last = batch.entries.last { lastEntry = (last.index, last.term) }
+                    return
+                }
+            }
+            try writer.write(pending: pending, restore: job.restore, job: batch, compaction: job.compaction,
+                             journalSequence: lastSequence)
+            pending = []
+            pendingEntries = 0
+            sequenceInLMDB = lastSequence
+            if job.restore != nil { lastEntry = nil }
+            if let last = batch.entries.last { lastEntry = (last.index, last.term) }
+            writtenSinceReport = true
+            try takeLogCheckpoint()
+        }
+
+        /// The pending batches into the LMDB log, one transaction, no fsync.
+        func writePending() throws {
+            guard !pending.isEmpty else { return }
+            try writer.write(pending: pending, journalSequence: lastSequence)
+            pending = []
+            pendingEntries = 0
+            sequenceInLMDB = lastSequence
+            logDirty = true
+            writtenSinceReport = true
+        }
+
+        /// A synchronous log checkpoint: every journal record so far is covered.
+        func takeLogCheckpoint() throws {
+            try logCheckpoint.take(nowNanoseconds: monotonicNanoseconds())
+            journal.markCovered(through: sequenceInLMDB)
+            logDirty = false
+        }
+
+        /// The LMDB log's last entry, if the LMDB log changed since the last report.
+        func takeWrittenReport() -> (index: UInt64, term: UInt64)? {
+            guard writtenSinceReport else { return nil }
+            writtenSinceReport = false
+            return lastEntry
+        }
+
+        /// After each job: writes the pending batches into LMDB when their interval is up, and
+        /// begins the checkpoints that are due. The syncs run on the checkpoint thread while this
+        /// thread goes on committing; the pins come back here.
+        func maintain(disk: DiskThread, nowNanoseconds now: UInt64) {
+            do {
+                if !pending.isEmpty,
+                   now &- lastLogWriteNanoseconds >= logCheckpointIntervalNanoseconds || pendingEntries >= Self.maxPendingEntries {
+                    try writePending()
+                    lastLogWriteNanoseconds = now
+                }
+            } catch {
+                // The batches are durable in the journal, but the log cannot take them: a restart replays them.
+                fatalError("raft: writing journaled batches into the LMDB log failed: \(error)")
+            }
+            guard !checkpointInFlight else { return }
+            let stateDue = checkpoint.isDue(nowNanoseconds: now, intervalNanoseconds: checkpointIntervalNanoseconds)
+            guard stateDue || logDirty else { return }
+            let log: EnvironmentCheckpoint.Pending?
+            let stateCheckpoint: EnvironmentCheckpoint.Pending?
+            let covered = sequenceInLMDB
+            do {
+                log = logDirty ? try logCheckpoint.begin(nowNanoseconds: now) : nil
+                stateCheckpoint = stateDue ? try checkpoint.begin(nowNanoseconds: now) : nil
+            } catch {
+                fatalError("raft: beginning a checkpoint failed: \(error)")
+            }
+            logDirty = false
+            checkpointInFlight = true
+            let handoff = ThreadHandoff(value: self)
+            checkpointThread.submit {
+                do {
+                    if let log { try handoff.value.logCheckpoint.complete(log) }
+                    if let stateCheckpoint { try handoff.value.checkpoint.complete(stateCheckpoint) }
+                } catch {
+                    // A store cannot be synced: nothing written after this point could be trusted
+                    // after an OS crash. Stop; a restart rolls back and replays.
+                    fatalError("raft: checkpoint sync failed: \(error)")
+                }
+                disk.submit {
+                    let side = handoff.value
+                    if let log {
+                        side.logCheckpoint.adopt(log)
+                        side.journal.markCovered(through: covered)
+                    }
+                    if let stateCheckpoint { side.checkpoint.adopt(stateCheckpoint) }
+                    side.checkpointInFlight = false
+                }
+            }
+        }
+
+        /// The last job before the environments close: everything into LMDB, both stores
+        /// checkpointed (the next start need not roll back or replay), and no pins left.
+        func closeStores() throws {
+            defer {
+                logCheckpoint.release()
+                checkpoint.release()
+            }
+            try writePending()
+            try takeLogCheckpoint()
+            try checkpoint.take()
+        }
+    }
+}
