@@ -129,7 +129,10 @@ extension RaftReplicator {
                 fatalError("raft: writing journaled batches into the LMDB log failed: \(error)")
             }
             guard !checkpointInFlight else { return }
+            // Nothing committed since the last checkpoint (a follower holding its applies, an idle
+            // server): no sync to pay for.
             let stateDue = checkpoint.isDue(nowNanoseconds: now, intervalNanoseconds: checkpointIntervalNanoseconds)
+                && state.environment.lastTransactionID > checkpoint.transactionID
             guard stateDue || logDirty else { return }
             let log: EnvironmentCheckpoint.Pending?
             let stateCheckpoint: EnvironmentCheckpoint.Pending?

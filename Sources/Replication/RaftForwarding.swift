@@ -316,6 +316,8 @@ extension RaftReplicator {
             completion(.success(index))
         } else {
             forwarding.readsWaitingForApply.append((index, deadlineMilliseconds, completion))
+            // Entries held back for a later apply (holdOrReleaseApply) go now.
+            drainAtEndOfTurn()
         }
     }
 

@@ -51,6 +51,10 @@ public final class RaftReplicator {
     /// Group commit: what the core hands out while a job is on disk forms the next job.
     private var accumulating = PersistBatch()
     private var inFlight: PersistBatch?
+    /// Committed entries a follower holds back to apply several at once (`holdOrReleaseApply`),
+    /// with the Readies to advance once they are applied.
+    private var heldApply: (committed: [Entry], readies: [Ready], sinceMilliseconds: UInt64) = ([], [], 0)
+    private var heldApplyTimer: LoopTimer?
     /// The hard state last written to the log (term and vote must be durable before any
     /// message that depends on them; see startJobIfIdle for the commit index).
     private var persistedHardState: HardState
@@ -195,6 +199,7 @@ public final class RaftReplicator {
             guard let self else { connection.closeNow(); return }
             self.acceptSnapshotStream(connection, firstFrame: firstFrame, decoder: decoder)
         }
+        heldApplyTimer = LoopTimer(loop: loop)
         let ticker = LoopTimer(loop: loop)
         ticker.start(afterMilliseconds: config.tickIntervalMilliseconds,
                      repeatMilliseconds: config.tickIntervalMilliseconds) { [weak self] in self?.tick() }
@@ -397,6 +402,7 @@ public final class RaftReplicator {
             addressBookDirty = false
         }
         if let compaction = raftLog.takePendingCompaction() { accumulating.compaction = compaction }
+        holdOrReleaseApply()
         guard !accumulating.isEmpty else { return }
         var batch = accumulating
         batch.restoreGeneration = raftLog.restoreGeneration
@@ -434,6 +440,42 @@ public final class RaftReplicator {
             mailbox.send(Self.run(job, on: side.value, disk: disk, logDurable: {
                 if reportLogFirst { mailbox.send(DiskJobDone(applied: nil, logOnly: true)) }
             }))
+        }
+    }
+
+    /// A follower's applies only serve stale reads and keep its state close for when it leads:
+    /// they need not follow each commit. Each apply transaction rewrites the B-tree path of every
+    /// key it touches plus LMDB's bookkeeping pages, and the checkpoint's pin keeps those pages
+    /// from reuse, so one apply per commit was most of a follower's disk writes. A follower
+    /// holds committed entries back for up to `followerApplyDelayMilliseconds` and applies them
+    /// in one transaction. It applies at once whenever anything waits on the apply or orders
+    /// with it: leadership, a read waiting for its index, address records, snapshots, restores.
+    private func holdOrReleaseApply() {
+        guard !accumulating.committed.isEmpty || !heldApply.committed.isEmpty else { return }
+        let now = loop.nowMilliseconds
+        let delay = config.followerApplyDelayMilliseconds
+        let since = heldApply.committed.isEmpty ? now : heldApply.sinceMilliseconds
+        let hold = delay > 0 && node.role != .leader && now &- since < delay
+            && accumulating.restore == nil && accumulating.compaction == nil
+            && snapshots.incoming == nil && snapshots.restore == nil
+            && forwarding.readsWaitingForApply.isEmpty
+            && heldApply.committed.count + accumulating.committed.count < config.maxApplyEntriesPerBatch
+            && !accumulating.committed.contains(where: AddressRecord.isRecord)
+        if hold {
+            if heldApply.committed.isEmpty {
+                heldApply.sinceMilliseconds = now
+                heldApplyTimer?.start(afterMilliseconds: delay) { [weak self] in self?.drain() }
+            }
+            heldApply.committed += accumulating.committed
+            accumulating.committed = []
+            // `advance` reads only a Ready's snapshot and committed entries; none here has a snapshot.
+            heldApply.readies += accumulating.readies.filter { !$0.committedEntries.isEmpty }
+            accumulating.readies.removeAll { !$0.committedEntries.isEmpty }
+        } else if !heldApply.committed.isEmpty {
+            accumulating.committed = heldApply.committed + accumulating.committed
+            accumulating.readies = heldApply.readies + accumulating.readies
+            heldApply = ([], [], 0)
+            heldApplyTimer?.stop()
         }
     }
 
@@ -551,6 +593,8 @@ public final class RaftReplicator {
         closed = true
         ticker?.close()
         ticker = nil
+        heldApplyTimer?.close()
+        heldApplyTimer = nil
         transport.close()
         let waiting = proposals
         proposals = [:]

@@ -4,12 +4,12 @@
 // and a meta page, then syncs twice (data, then meta). On this machine's disk that was about 7
 // pages per log commit on each server, and the disk's bandwidth, not its sync rate, capped
 // writes. The journal appends one small record to a file that is already allocated and written
-// (so `fdatasync` touches no file-system metadata) and syncs once; the LMDB log is then written
+// (so the synced write touches no file-system metadata) and syncs once; the LMDB log is then written
 // in batches without syncing, and checkpointed (`EnvironmentCheckpoint`). A record may be
 // overwritten only once the caller has made it durable elsewhere (`markCovered`).
 //
 // Two files of fixed size, `journal-0` and `journal-1`, zero-filled when created, written
-// alternately from their start. A record's frame: payload length u32, CRC-32C u32 of the
+// alternately from their start, a whole page at a time (O_DIRECT | O_DSYNC). A record's frame: payload length u32, CRC-32C u32 of the
 // sequence and payload, sequence u64 (all little-endian), payload. Reading a file stops at
 // the first frame that is not whole (a zeroed tail, a torn last write, the remains of an older
 // record) or whose sequence does not follow the previous one in that file.
@@ -38,9 +38,21 @@ public final class Journal {
     public private(set) var nextSequence: UInt64 = 1
     /// Records up to here are durable elsewhere and may be overwritten.
     public private(set) var coveredSequence: UInt64 = 0
+    /// For creating and reading the files.
     private var descriptors: [Int32] = []
+    /// For appending: O_DSYNC (each write returns once durable), and O_DIRECT where the file
+    /// system takes it. Three servers syncing at once on this machine's disk took 0.35 ms a
+    /// write with O_DIRECT against 0.5 ms through the page cache.
+    private var writeDescriptors: [Int32] = []
     private var current = 0
     private var offset = 0
+    /// The bytes of the current file's last partial page, before `offset`: every write covers
+    /// whole pages (O_DIRECT), so the page is written again with them in front of the record.
+    private var tail: [UInt8] = []
+    /// Page-aligned, for O_DIRECT.
+    private var buffer: UnsafeMutableRawPointer?
+    private var bufferBytes = 0
+    static let pageBytes = 4096
     /// The highest sequence written to each file since `startWriting` (0: none).
     private var highestWritten = [UInt64](repeating: 0, count: 2)
     private var writing = false
@@ -70,8 +82,15 @@ public final class Journal {
                 }
             }
             if created { try Self.syncDirectory(directory) }
+            for name in Self.fileNames {
+                let path = directory + "/" + name
+                var fd = open(path, O_WRONLY | O_DSYNC | O_CLOEXEC | Self.directFlag)
+                if fd < 0, errno == EINVAL { fd = open(path, O_WRONLY | O_DSYNC | O_CLOEXEC) }  // tmpfs, for one
+                guard fd >= 0 else { throw StorageError.from(errno, "open \(path)") }
+                writeDescriptors.append(fd)
+            }
         } catch let error as StorageError {
-            for fd in descriptors { close(fd) }
+            for fd in descriptors + writeDescriptors { close(fd) }
             throw error
         } catch {
             preconditionFailure("unreachable: \(error)")
@@ -80,8 +99,17 @@ public final class Journal {
     }
 
     deinit {
-        for fd in descriptors { close(fd) }
+        for fd in descriptors + writeDescriptors { close(fd) }
+        buffer?.deallocate()
     }
+
+    #if arch(x86_64)
+    private static let directFlag: Int32 = 0o40000
+    #elseif arch(arm64)
+    private static let directFlag: Int32 = 0o200000
+    #else
+    private static let directFlag: Int32 = 0
+    #endif
 
     /// Every whole record with a sequence above `after`, in order, up to the first gap. Call
     /// before `startWriting`.
@@ -113,6 +141,7 @@ public final class Journal {
         coveredSequence = nextSequence - 1
         current = 0
         offset = 0
+        tail = []
         highestWritten = [0, 0]
         writing = true
     }
@@ -132,35 +161,54 @@ public final class Journal {
 
     /// Whether a payload of this size can ever be journaled (it fits in a file).
     public func fits(payloadBytes: Int) -> Bool {
-        Self.frameHeaderBytes + payloadBytes <= fileBytes.min()!
+        Self.frameHeaderBytes + payloadBytes <= usableBytes.min()!
     }
 
-    /// Writes and syncs one record; returns its sequence. Nil when there is no room: the
+    /// Whole pages only: writes cover whole pages.
+    private var usableBytes: [Int] { fileBytes.map { $0 / Self.pageBytes * Self.pageBytes } }
+
+    /// Writes one record durably; returns its sequence. Nil when there is no room: the
     /// current file is full and the other still holds records not yet covered (or the payload
     /// does not fit in a file at all). The caller then makes what it journaled durable
     /// another way, calls `markCovered`, and tries again.
     public func append(_ payload: [UInt8]) throws(StorageError) -> UInt64? {
         precondition(writing, "journal: append before startWriting")
         let frame = Self.frame(sequence: nextSequence, payload: payload)
-        if offset + frame.count > fileBytes[current] {
+        let usable = usableBytes
+        if offset + frame.count > usable[current] {
             let other = 1 - current
-            guard highestWritten[other] <= coveredSequence, frame.count <= fileBytes[other] else { return nil }
+            guard highestWritten[other] <= coveredSequence, frame.count <= usable[other] else { return nil }
             current = other
             offset = 0
+            tail = []
             highestWritten[other] = 0
         }
-        let fd = descriptors[current]
+        let page = Self.pageBytes
+        let pageStart = offset - tail.count
+        let total = tail.count + frame.count
+        let padded = (total + page - 1) / page * page
+        if bufferBytes < padded {
+            buffer?.deallocate()
+            buffer = UnsafeMutableRawPointer.allocate(byteCount: padded, alignment: page)
+            bufferBytes = padded
+        }
+        let out = buffer!
+        tail.withUnsafeBytes { out.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        frame.withUnsafeBytes { (out + tail.count).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        (out + total).initializeMemory(as: UInt8.self, repeating: 0, count: padded - total)
+        let fd = writeDescriptors[current]
         let path = directory + "/" + Self.fileNames[current]
         var written = 0
-        while written < frame.count {
-            let count = frame.withUnsafeBytes { pwrite(fd, $0.baseAddress! + written, frame.count - written, off_t(offset + written)) }
+        while written < padded {
+            let count = pwrite(fd, out + written, padded - written, off_t(pageStart + written))
             if count < 0 {
                 if errno == EINTR { continue }
                 throw StorageError.from(errno, "pwrite \(path)")
             }
             written += count
         }
-        guard fdatasync(fd) == 0 else { throw StorageError.from(errno, "fdatasync \(path)") }
+        let tailCount = total % page
+        tail = tailCount == 0 ? [] : Array(UnsafeRawBufferPointer(start: out + (total - tailCount), count: tailCount))
         let sequence = nextSequence
         offset += frame.count
         highestWritten[current] = sequence

@@ -123,6 +123,40 @@ struct RaftOperatorTests {
         #expect(leaderPoint > 0 && leaderPoint <= commit)
     }
 
+    @Test func aFollowerHoldsItsAppliesUntilAReadOrLeadershipNeedsThem() throws {
+        var config = RaftReplicatorConfig.fastForTests()
+        // Held for good unless something needs them.
+        config.followerApplyDelayMilliseconds = 3_600_000
+        let cluster = try TestCluster(size: 3, config: config)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        let followers = ([1, 2, 3] as [NodeID]).filter { $0 != leader }
+        let written = try cluster.write(on: leader, prefix: "h", count: 30)
+        #expect(written.acknowledgedKeys.count == 30)
+        let highest = written.all.compactMap { try? $0.result.get().index }.max() ?? 0
+        let expected = try cluster.contents(leader)
+        // Both followers know the writes are committed, and hold them.
+        for follower in followers {
+            #expect(try eventually { try cluster.servers[follower]!.run { $0.commitIndex } >= highest })
+        }
+        usleep(100_000)
+        for follower in followers {
+            #expect(try cluster.contents(follower).isEmpty)
+            #expect(try cluster.servers[follower]!.run { $0.lastAppliedIndex } < highest)
+        }
+        // A default read on the first follower needs them: it applies at once.
+        let read: Result<Bool, RaftCommitError>? = try waitFor(cluster, on: followers[0], seconds: 5) { r, done in
+            r.leaderReadIndex { result in done(result.map { _ in (try? r.reader.get("h29").1) != nil }) }
+        }
+        #expect(try read?.get() == true)
+        #expect(try cluster.contents(followers[0]) == expected)
+        #expect(try cluster.contents(followers[1]).isEmpty)
+        // A follower that becomes leader applies what it held before it serves.
+        try cluster.stop(leader)
+        let next = try #require(try cluster.waitForLeader(excluding: leader, among: followers))
+        #expect(try eventually(5) { try cluster.contents(next) == expected })
+    }
+
     @Test func followerWithoutForwardingOrLeaderFailsTheReadPoint() throws {
         let cluster = try TestCluster(size: 3)
         defer { cluster.shutdown() }
