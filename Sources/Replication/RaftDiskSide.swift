@@ -39,9 +39,11 @@ extension RaftReplicator {
         /// The LMDB log changed since the last log checkpoint began.
         private var logDirty = false
         private var lastLogWriteNanoseconds: UInt64 = 0
-        /// The LMDB log's last entry once everything pending is in it (reported to the loop,
-        /// which then lets go of the entries in memory).
+        /// The last entry journaled (the LMDB log's last entry once everything pending is in it).
         private var lastEntry: (index: UInt64, term: UInt64)?
+        /// The LMDB log's last entry, when it changed since the last report (the loop then lets
+        /// go of the entries in memory).
+        private var writtenReport: (index: UInt64, term: UInt64)?
         private var writtenSinceReport = false
 
         /// Pending batches past this many entries go into LMDB before their interval is up.
@@ -85,6 +87,7 @@ extension RaftReplicator {
             sequenceInLMDB = lastSequence
             if job.restore != nil { lastEntry = nil }
             if let last = batch.entries.last { lastEntry = (last.index, last.term) }
+            writtenReport = lastEntry
             writtenSinceReport = true
             try takeLogCheckpoint()
         }
@@ -97,6 +100,7 @@ extension RaftReplicator {
             pendingEntries = 0
             sequenceInLMDB = lastSequence
             logDirty = true
+            writtenReport = lastEntry
             writtenSinceReport = true
         }
 
@@ -111,7 +115,7 @@ extension RaftReplicator {
         func takeWrittenReport() -> (index: UInt64, term: UInt64)? {
             guard writtenSinceReport else { return nil }
             writtenSinceReport = false
-            return lastEntry
+            return writtenReport
         }
 
         /// After each job: writes the pending batches into LMDB when their interval is up, and

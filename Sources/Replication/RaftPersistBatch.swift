@@ -81,10 +81,12 @@ struct DiskJobDone: Sendable {
 
 extension RaftReplicator {
     /// Runs on the disk thread: the log part made durable (a synced journal record), then one
-    /// state transaction (no fsync), then the periodic LMDB log write and checkpoints.
+    /// state transaction (no fsync). The caller sends the answer, then runs `DiskSide.maintain`
+    /// (the periodic LMDB log write and checkpoints), so that is not in the way of an
+    /// acknowledgement.
     /// `logDurable` runs between the log and the apply when the job has both (see
     /// `DiskJobDone.logOnly`).
-    static func run(_ job: DiskJob, on side: DiskSide, disk: DiskThread, logDurable: () -> Void) -> DiskJobDone {
+    static func run(_ job: DiskJob, on side: DiskSide, logDurable: () -> Void) -> DiskJobDone {
         let persistStarted = monotonicNanoseconds()
         do {
             if job.writesLog {
@@ -110,7 +112,7 @@ extension RaftReplicator {
                 fatalError("raft: state store apply failed at index \(job.commands[0].index): \(error)")
             }
         }
-        side.maintain(disk: disk, nowNanoseconds: monotonicNanoseconds())
+        // What the last `maintain` (after the previous job) wrote into LMDB.
         done.writtenThrough = side.takeWrittenReport()
         return done
     }

@@ -437,9 +437,10 @@ public final class RaftReplicator {
         // A job that installs a snapshot reports once, at the end: its log and state change together.
         let reportLogFirst = batch.restore == nil
         disk.submit {
-            mailbox.send(Self.run(job, on: side.value, disk: disk, logDurable: {
+            mailbox.send(Self.run(job, on: side.value, logDurable: {
                 if reportLogFirst { mailbox.send(DiskJobDone(applied: nil, logOnly: true)) }
             }))
+            side.value.maintain(disk: disk, nowNanoseconds: monotonicNanoseconds())
         }
     }
 
