@@ -38,6 +38,28 @@ struct JournalTests {
         }
     }
 
+    @Test func recordsOfAnySizeReadBackAcrossBlockAndPageBoundaries() throws {
+        try withTemporaryDirectory { dir in
+            var generator = SystemRandomNumberGenerator()
+            var written: [Journal.Record] = []
+            do {
+                let journal = try Journal(directory: dir, fileBytes: 1 << 20)
+                journal.startWriting(nextSequence: 1)
+                var total = 0
+                while total < (1 << 20) - 20_000 {
+                    let sequence = UInt64(written.count + 1)
+                    let record = Journal.Record(sequence: sequence,
+                                                payload: payload(sequence, size: Int.random(in: 0...9000, using: &generator)))
+                    #expect(try journal.append(record.payload) == sequence)
+                    written.append(record)
+                    total += Journal.frameHeaderBytes + record.payload.count
+                }
+            }
+            let reopened = try Journal(directory: dir, fileBytes: 1 << 20)
+            #expect(try reopened.records(after: 0).records == written)
+        }
+    }
+
     @Test func aTornLastRecordIsNotARecord() throws {
         try withTemporaryDirectory { dir in
             do {
