@@ -46,6 +46,12 @@ extension RaftReplicator {
         private var writtenReport: (index: UInt64, term: UInt64)?
         private var writtenSinceReport = false
 
+        /// How often the journal was full (its records then went into LMDB at once, synced), and
+        /// how many jobs went straight into LMDB (restores, compactions, batches larger than a
+        /// journal file). Read by tests once the disk thread has stopped.
+        private(set) var journalFullCount = 0
+        private(set) var directLogWrites = 0
+
         /// Pending batches past this many entries go into LMDB before their interval is up.
         static let maxPendingEntries = 8192
 
@@ -68,6 +74,7 @@ extension RaftReplicator {
                     var sequence = try journal.append(payload)
                     if sequence == nil {
                         // Both files hold records the LMDB log lacks on disk: put them there now.
+                        journalFullCount += 1
                         try writePending()
                         try takeLogCheckpoint()
                         sequence = try journal.append(payload)
@@ -80,6 +87,7 @@ extension RaftReplicator {
                     return
                 }
             }
+            directLogWrites += 1
             try writer.write(pending: pending, restore: job.restore, job: batch, compaction: job.compaction,
                              journalSequence: lastSequence)
             pending = []

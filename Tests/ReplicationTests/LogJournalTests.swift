@@ -116,4 +116,41 @@ struct LogJournalTests {
         #expect(try cluster.waitForLeader() == leader)
         #expect(try eventually { try cluster.contents(leader) == after })
     }
+
+    @Test func aFullJournalAndABatchLargerThanAFileFallBackToSyncedLMDBCommits() throws {
+        var config = RaftReplicatorConfig.fastForTests()
+        config.journalFileBytes = 64 << 10
+        // No periodic LMDB log write: only a full journal or a batch too large for it puts the
+        // log into LMDB (with a synchronous checkpoint).
+        config.logCheckpointIntervalMilliseconds = 3_600_000
+        let cluster = try TestCluster(size: 3, config: config)
+        defer { cluster.shutdown() }
+        let leader = try #require(try cluster.waitForLeader())
+        // 6,000 writes in batches of 100: about 300 KiB of records, more than twice what the two
+        // 64 KiB files hold.
+        for round in 0..<60 {
+            #expect(try cluster.write(on: leader, prefix: "f\(round)-", count: 100).acknowledgedKeys.count == 100)
+        }
+        // One value larger than a journal file.
+        let answer = Unsafe<Result<CommitOutcome, RaftCommitError>?>(nil)
+        try cluster.servers[leader]!.run { r in
+            r.submit(KVCommand.set(key: "big", value: [UInt8](repeating: 7, count: 100_000), flags: 0).encoded()) { answer.value = $0 }
+        }
+        #expect(eventually { answer.value != nil })
+        #expect(try answer.value?.get().result == .success(true))
+        let expected = try cluster.contents(leader)
+        #expect(expected.count == 6001)
+        for id in [1, 2, 3] as [NodeID] { #expect(try eventually { try cluster.contents(id) == expected }) }
+        // Everything is durable where the next start looks for it.
+        for id in [1, 2, 3] as [NodeID] { try cluster.stop(id) }
+        for id in [1, 2, 3] as [NodeID] {
+            // The disk thread has stopped: its counters may be read here.
+            let side = cluster.servers[id]!.replicator.value.diskSide.value
+            #expect(side.journalFullCount > 0, "server \(id): the journal never filled")
+            #expect(side.directLogWrites > 0, "server \(id): the large batch went through the journal")
+        }
+        for id in [1, 2, 3] as [NodeID] { try cluster.restart(id) }
+        _ = try #require(try cluster.waitForLeader())
+        for id in [1, 2, 3] as [NodeID] { #expect(try eventually { try cluster.contents(id) == expected }) }
+    }
 }
