@@ -55,6 +55,9 @@ public final class RaftReplicator {
     /// with the Readies to advance once they are applied.
     private var heldApply: (committed: [Entry], readies: [Ready], sinceMilliseconds: UInt64) = ([], [], 0)
     private var heldApplyTimer: LoopTimer?
+    /// The held entries' time is up (set by the timer: the loop clock may still read a little
+    /// less than the delay when it fires).
+    private var heldApplyDue = false
     /// The hard state last written to the log (term and vote must be durable before any
     /// message that depends on them; see startJobIfIdle for the commit index).
     private var persistedHardState: HardState
@@ -453,10 +456,11 @@ public final class RaftReplicator {
     /// with it: leadership, a read waiting for its index, address records, snapshots, restores.
     private func holdOrReleaseApply() {
         guard !accumulating.committed.isEmpty || !heldApply.committed.isEmpty else { return }
+        if heldApply.committed.isEmpty { heldApplyDue = false }
         let now = loop.nowMilliseconds
         let delay = config.followerApplyDelayMilliseconds
         let since = heldApply.committed.isEmpty ? now : heldApply.sinceMilliseconds
-        let hold = delay > 0 && node.role != .leader && now &- since < delay
+        let hold = delay > 0 && node.role != .leader && now &- since < delay && !heldApplyDue
             && accumulating.restore == nil && accumulating.compaction == nil
             && snapshots.incoming == nil && snapshots.restore == nil
             && forwarding.readsWaitingForApply.isEmpty
@@ -465,7 +469,10 @@ public final class RaftReplicator {
         if hold {
             if heldApply.committed.isEmpty {
                 heldApply.sinceMilliseconds = now
-                heldApplyTimer?.start(afterMilliseconds: delay) { [weak self] in self?.drain() }
+                heldApplyTimer?.start(afterMilliseconds: delay) { [weak self] in
+                    self?.heldApplyDue = true
+                    self?.drain()
+                }
             }
             heldApply.committed += accumulating.committed
             accumulating.committed = []
@@ -476,6 +483,7 @@ public final class RaftReplicator {
             accumulating.committed = heldApply.committed + accumulating.committed
             accumulating.readies = heldApply.readies + accumulating.readies
             heldApply = ([], [], 0)
+            heldApplyDue = false
             heldApplyTimer?.stop()
         }
     }
