@@ -13,9 +13,10 @@
 //   consul.raft.replication.inflight              ours: gauge, unacknowledged AppendEntries per
 //                                                 follower (label peer_id), sampled every tick
 //   consul.raft.disk.batchEntries                 ours: log entries written per disk job (one
-//                                                 fsync covers them all: the group-commit size)
-//   consul.raft.disk.fsyncTime                    ours: timer, writing and syncing one batch
-//                                                 (one LMDB commit = one fdatasync)
+//                                                 synced write covers them all: the group-commit size)
+//   consul.raft.disk.fsyncTime                    ours: timer, making one batch durable (one
+//                                                 synced journal write; a synced LMDB commit for
+//                                                 restores, compactions and oversized batches)
 //   consul.raft.fsm.apply                         Consul: timer, applying a batch to the state store
 #if canImport(Glibc)
 import Glibc
