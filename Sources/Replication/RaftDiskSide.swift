@@ -22,7 +22,7 @@ extension RaftReplicator {
         let logCheckpoint: EnvironmentCheckpoint
         let journal: Journal
         let metrics: RaftMetrics
-        let checkpointIntervalNanoseconds: UInt64
+        let stateCheckpointIntervalNanoseconds: UInt64
         let logCheckpointIntervalNanoseconds: UInt64
         /// Where periodic checkpoints sync, so the disk thread's commits go on meanwhile.
         let checkpointThread: DiskThread
@@ -44,7 +44,6 @@ extension RaftReplicator {
         /// The LMDB log's last entry, when it changed since the last report (the loop then lets
         /// go of the entries in memory).
         private var writtenReport: (index: UInt64, term: UInt64)?
-        private var writtenSinceReport = false
 
         /// How often the journal was full (its records then went into LMDB at once, synced), and
         /// how many jobs went straight into LMDB (restores, compactions, batches larger than a
@@ -59,7 +58,7 @@ extension RaftReplicator {
              journal: Journal, metrics: RaftMetrics, config: RaftReplicatorConfig, checkpointThread: DiskThread) {
             self.writer = writer; self.state = state; self.checkpoint = checkpoint; self.logCheckpoint = logCheckpoint
             self.journal = journal; self.metrics = metrics; self.checkpointThread = checkpointThread
-            checkpointIntervalNanoseconds = config.stateCheckpointIntervalMilliseconds * 1_000_000
+            stateCheckpointIntervalNanoseconds = config.stateCheckpointIntervalMilliseconds * 1_000_000
             logCheckpointIntervalNanoseconds = config.logCheckpointIntervalMilliseconds * 1_000_000
             lastSequence = journal.nextSequence - 1
             sequenceInLMDB = lastSequence
@@ -96,7 +95,6 @@ extension RaftReplicator {
             if job.restore != nil { lastEntry = nil }
             if let last = batch.entries.last { lastEntry = (last.index, last.term) }
             writtenReport = lastEntry
-            writtenSinceReport = true
             try takeLogCheckpoint()
         }
 
@@ -109,7 +107,6 @@ extension RaftReplicator {
             sequenceInLMDB = lastSequence
             logDirty = true
             writtenReport = lastEntry
-            writtenSinceReport = true
         }
 
         /// A synchronous log checkpoint: every journal record so far is covered.
@@ -121,8 +118,7 @@ extension RaftReplicator {
 
         /// The LMDB log's last entry, if the LMDB log changed since the last report.
         func takeWrittenReport() -> (index: UInt64, term: UInt64)? {
-            guard writtenSinceReport else { return nil }
-            writtenSinceReport = false
+            defer { writtenReport = nil }
             return writtenReport
         }
 
@@ -143,7 +139,7 @@ extension RaftReplicator {
             guard !checkpointInFlight else { return }
             // Nothing committed since the last checkpoint (a follower holding its applies, an idle
             // server): no sync to pay for.
-            let stateDue = checkpoint.isDue(nowNanoseconds: now, intervalNanoseconds: checkpointIntervalNanoseconds)
+            let stateDue = checkpoint.isDue(nowNanoseconds: now, intervalNanoseconds: stateCheckpointIntervalNanoseconds)
                 && state.environment.lastTransactionID > checkpoint.transactionID
             guard stateDue || logDirty else { return }
             let log: EnvironmentCheckpoint.Pending?

@@ -53,10 +53,9 @@ public final class RaftReplicator {
     private var inFlight: PersistBatch?
     /// Committed entries a follower holds back to apply several at once (`holdOrReleaseApply`),
     /// with the Readies to advance once they are applied.
-    private var heldApply: (committed: [Entry], readies: [Ready], sinceMilliseconds: UInt64) = ([], [], 0)
+    private var heldApply: (committed: [Entry], readies: [Ready]) = ([], [])
+    /// Started when entries are first held; when it fires, they are due.
     private var heldApplyTimer: LoopTimer?
-    /// The held entries' time is up (set by the timer: the loop clock may still read a little
-    /// less than the delay when it fires).
     private var heldApplyDue = false
     /// The hard state last written to the log (term and vote must be durable before any
     /// message that depends on them; see startJobIfIdle for the commit index).
@@ -457,10 +456,8 @@ public final class RaftReplicator {
     private func holdOrReleaseApply() {
         guard !accumulating.committed.isEmpty || !heldApply.committed.isEmpty else { return }
         if heldApply.committed.isEmpty { heldApplyDue = false }
-        let now = loop.nowMilliseconds
         let delay = config.followerApplyDelayMilliseconds
-        let since = heldApply.committed.isEmpty ? now : heldApply.sinceMilliseconds
-        let hold = delay > 0 && node.role != .leader && now &- since < delay && !heldApplyDue
+        let hold = delay > 0 && !heldApplyDue && node.role != .leader
             && accumulating.restore == nil && accumulating.compaction == nil
             && snapshots.incoming == nil && snapshots.restore == nil
             && forwarding.readsWaitingForApply.isEmpty
@@ -468,7 +465,6 @@ public final class RaftReplicator {
             && !accumulating.committed.contains(where: AddressRecord.isRecord)
         if hold {
             if heldApply.committed.isEmpty {
-                heldApply.sinceMilliseconds = now
                 heldApplyTimer?.start(afterMilliseconds: delay) { [weak self] in
                     self?.heldApplyDue = true
                     self?.drain()
@@ -482,7 +478,7 @@ public final class RaftReplicator {
         } else if !heldApply.committed.isEmpty {
             accumulating.committed = heldApply.committed + accumulating.committed
             accumulating.readies = heldApply.readies + accumulating.readies
-            heldApply = ([], [], 0)
+            heldApply = ([], [])
             heldApplyDue = false
             heldApplyTimer?.stop()
         }
