@@ -169,7 +169,7 @@ public final class Journal {
         Self.frameHeaderBytes + payloadBytes <= usableBytes.min()!
     }
 
-    /// Whole pages only: writes cover whole pages.
+    /// Whole pages only, so that a write padded to whole blocks stays inside the file.
     private var usableBytes: [Int] { fileBytes.map { $0 / Self.pageBytes * Self.pageBytes } }
 
     /// Writes one record durably; returns its sequence. Nil when there is no room: the
