@@ -3,14 +3,15 @@
 // Why: a durable LMDB commit writes every page on the B-tree paths it touched plus the free list
 // and a meta page, then syncs twice (data, then meta). On this machine's disk that was about 7
 // pages per log commit on each server, and the disk's bandwidth, not its sync rate, capped
-// writes. The journal appends one small record to a file that is already allocated and written
-// (so the synced write touches no file-system metadata) and syncs once; the LMDB log is then written
-// in batches without syncing, and checkpointed (`EnvironmentCheckpoint`). A record may be
-// overwritten only once the caller has made it durable elsewhere (`markCovered`).
+// writes. The journal appends one small record to a file that is already allocated and
+// written (so the synced write touches no file-system metadata) and syncs once; the LMDB log is
+// then written in batches without syncing, and checkpointed (`EnvironmentCheckpoint`). A record
+// may be overwritten only once the caller has made it durable elsewhere (`markCovered`).
 //
 // Two files of fixed size, `journal-0` and `journal-1`, zero-filled when created, written
-// alternately from their start, whole blocks at a time (O_DIRECT | O_DSYNC). A record's frame: payload length u32, CRC-32C u32 of the
-// sequence and payload, sequence u64 (all little-endian), payload. Reading a file stops at
+// alternately from their start, whole blocks at a time (O_DIRECT | O_DSYNC). A record's frame:
+// payload length u32, CRC-32C u32 of the sequence and payload, sequence u64 (all
+// little-endian), payload. Reading a file stops at
 // the first frame that is not whole (a zeroed tail, a torn last write, the remains of an older
 // record) or whose sequence does not follow the previous one in that file.
 #if canImport(Glibc)
