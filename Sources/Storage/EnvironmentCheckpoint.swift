@@ -124,10 +124,10 @@ public final class EnvironmentCheckpoint {
         guard synced else { throw StorageError.from(failure, "fdatasync \(dataFile)") }
         var file: [UInt8] = []
         file.reserveCapacity(Self.headerSize + pending.metaPages.count)
-        Self.appendLE(&file, Self.magic)
-        Self.appendLE(&file, Self.version)
-        Self.appendLE(&file, UInt32(pending.pageSize))
-        Self.appendLE(&file, pending.transactionID)
+        LittleEndian.append(&file, Self.magic)
+        LittleEndian.append(&file, Self.version)
+        LittleEndian.append(&file, UInt32(pending.pageSize))
+        LittleEndian.append(&file, pending.transactionID)
         file += pending.metaPages
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
@@ -172,11 +172,12 @@ public final class EnvironmentCheckpoint {
             unlink(sidePath)  // the environment is gone; its checkpoint means nothing
             return .noCheckpoint
         }
-        guard side.count >= headerSize, readLE(side, 0) as UInt32 == magic, readLE(side, 4) as UInt32 == version else {
+        guard side.count >= headerSize, LittleEndian.read(side, 0) as UInt32 == magic,
+              LittleEndian.read(side, 4) as UInt32 == version else {
             throw StorageError.from(EINVAL, "checkpoint: \(sidePath) is not a checkpoint file")
         }
-        let pageSize = Int(readLE(side, 8) as UInt32)
-        let saved: UInt64 = readLE(side, 12)
+        let pageSize = Int(LittleEndian.read(side, 8) as UInt32)
+        let saved: UInt64 = LittleEndian.read(side, 12)
         guard pageSize >= 512, side.count == headerSize + 2 * pageSize else {
             throw StorageError.from(EINVAL, "checkpoint: \(sidePath) has the wrong size")
         }
@@ -212,7 +213,7 @@ public final class EnvironmentCheckpoint {
     }
 
     static func validMetaPages(_ pages: [UInt8], pageSize: Int) -> Int {
-        (0..<2).filter { readLE(pages, $0 * pageSize + metaMagicOffset) as UInt32 == lmdbMagic }.count
+        (0..<2).filter { LittleEndian.read(pages, $0 * pageSize + metaMagicOffset) as UInt32 == lmdbMagic }.count
     }
 
     /// The higher transaction id of the two meta pages that carry LMDB's magic, if any does.
@@ -220,8 +221,8 @@ public final class EnvironmentCheckpoint {
         var newest: UInt64?
         for page in 0..<2 {
             let base = page * pageSize
-            guard readLE(pages, base + metaMagicOffset) as UInt32 == lmdbMagic else { continue }
-            let txn: UInt64 = readLE(pages, base + metaTxnOffset)
+            guard LittleEndian.read(pages, base + metaMagicOffset) as UInt32 == lmdbMagic else { continue }
+            let txn: UInt64 = LittleEndian.read(pages, base + metaTxnOffset)
             newest = max(newest ?? 0, txn)
         }
         return newest
@@ -237,10 +238,7 @@ public final class EnvironmentCheckpoint {
         close(fd)
         guard synced else { throw StorageError.from(written < 0 || written == bytes.count ? failure : EIO, "write \(temporary)") }
         guard rename(temporary, path) == 0 else { throw StorageError.from(errno, "rename \(temporary)") }
-        let dirFD = open(directory, O_RDONLY | O_DIRECTORY)
-        guard dirFD >= 0 else { throw StorageError.from(errno, "open \(directory)") }
-        defer { close(dirFD) }
-        guard fsync(dirFD) == 0 else { throw StorageError.from(errno, "fsync \(directory)") }
+        try syncDirectory(directory)
     }
 
     private static func readWholeFile(_ path: String) throws(StorageError) -> [UInt8]? {
@@ -258,17 +256,5 @@ public final class EnvironmentCheckpoint {
             if count == 0 { return bytes }
             bytes += chunk[0..<count]
         }
-    }
-
-    private static func appendLE<T: FixedWidthInteger>(_ bytes: inout [UInt8], _ value: T) {
-        withUnsafeBytes(of: value.littleEndian) { bytes += $0 }
-    }
-
-    private static func readLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int) -> T {
-        var value: T = 0
-        for i in 0..<MemoryLayout<T>.size where offset + i < bytes.count {
-            value |= T(bytes[offset + i]) << (8 * i)
-        }
-        return value
     }
 }

@@ -87,7 +87,7 @@ public final class Journal {
                     sizes.append(Int(info.st_size))
                 }
             }
-            if created { try Self.syncDirectory(directory) }
+            if created { try syncDirectory(directory) }
             for name in Self.fileNames {
                 let path = directory + "/" + name
                 var fd = open(path, O_WRONLY | O_DSYNC | O_CLOEXEC | Self.directFlag)
@@ -156,10 +156,10 @@ public final class Journal {
     public static func frame(sequence: UInt64, payload: [UInt8]) -> [UInt8] {
         var frame: [UInt8] = []
         frame.reserveCapacity(frameHeaderBytes + payload.count)
-        appendLE(&frame, UInt32(payload.count))
+        LittleEndian.append(&frame, UInt32(payload.count))
         var sequenceBytes: [UInt8] = []
-        appendLE(&sequenceBytes, sequence)
-        appendLE(&frame, CRC32C.checksum(payload, continuing: CRC32C.checksum(sequenceBytes)))
+        LittleEndian.append(&sequenceBytes, sequence)
+        LittleEndian.append(&frame, CRC32C.checksum(payload, continuing: CRC32C.checksum(sequenceBytes)))
         frame += sequenceBytes
         frame += payload
         return frame
@@ -247,9 +247,9 @@ public final class Journal {
         var records: [Record] = []
         var offset = 0
         while offset + frameHeaderBytes <= bytes.count {
-            let length = Int(readLE(bytes, offset) as UInt32)
-            let checksum: UInt32 = readLE(bytes, offset + 4)
-            let sequence: UInt64 = readLE(bytes, offset + 8)
+            let length = Int(LittleEndian.read(bytes, offset) as UInt32)
+            let checksum: UInt32 = LittleEndian.read(bytes, offset + 4)
+            let sequence: UInt64 = LittleEndian.read(bytes, offset + 8)
             guard sequence > 0, length <= bytes.count - offset - frameHeaderBytes else { break }
             if let previous = records.last, sequence != previous.sequence + 1 { break }
             let payloadStart = offset + frameHeaderBytes
@@ -279,12 +279,6 @@ public final class Journal {
         guard fsync(fd) == 0 else { throw StorageError.from(errno, "fsync \(path)") }
     }
 
-    private static func syncDirectory(_ directory: String) throws(StorageError) {
-        let fd = open(directory, O_RDONLY | O_DIRECTORY)
-        guard fd >= 0 else { throw StorageError.from(errno, "open \(directory)") }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw StorageError.from(errno, "fsync \(directory)") }
-    }
 
     private static func readAll(_ fd: Int32, bytes: Int, path: String) throws(StorageError) -> [UInt8] {
         var contents = [UInt8](repeating: 0, count: bytes)
@@ -299,15 +293,5 @@ public final class Journal {
             done += count
         }
         return contents
-    }
-
-    private static func appendLE<T: FixedWidthInteger>(_ bytes: inout [UInt8], _ value: T) {
-        withUnsafeBytes(of: value.littleEndian) { bytes += $0 }
-    }
-
-    private static func readLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int) -> T {
-        var value: T = 0
-        for i in 0..<MemoryLayout<T>.size { value |= T(bytes[offset + i]) << (8 * i) }
-        return value
     }
 }
