@@ -52,6 +52,9 @@ public final class Environment: @unchecked Sendable {
     public let directory: String
 
     private var env: OpaquePointer?
+    /// The write transaction `writeHeld` keeps open, with every body run in it (to run them
+    /// again in a fresh transaction). Touched only by its owner thread.
+    private var held: (transaction: WriteTransaction, owner: pthread_t, bodies: [(WriteTransaction) throws -> Void])?
     private let resizeLock: UnsafeMutablePointer<pthread_rwlock_t>
     private let writerMutex: UnsafeMutablePointer<pthread_mutex_t>
     /// Per thread: how many of this environment's transactions the thread has open (they
@@ -190,6 +193,106 @@ public final class Environment: @unchecked Sendable {
             }
             transaction.runAfterCommit()
             return result
+        }
+    }
+
+    /// Runs `body` in a write transaction that stays open after it returns: later `writeHeld`
+    /// calls on the same thread add to it, and `commitHeld` commits them all at once. Readers
+    /// (and checkpoints) see none of it until then.
+    ///
+    /// Why: a commit writes every page it touched, and under a checkpoint's pin each commit's
+    /// pages are new ones, so many small commits write the same leaves many times. One commit
+    /// for many bodies writes each leaf once.
+    ///
+    /// - The thread holds the writer lock until `commitHeld`: other threads' `write`s wait, and a
+    ///   `write` on this thread stops the process (commit first).
+    /// - A body that throws leaves no trace: the transaction is rebuilt from the earlier bodies.
+    ///   When the map is full it is grown and every body runs again, so bodies must be
+    ///   re-runnable and deterministic (`write`'s rule), and they are kept until the commit.
+    @discardableResult
+    public func writeHeld<T>(_ body: @escaping (WriteTransaction) throws -> T) throws -> T {
+        let handle = openHandle()
+        if held == nil {
+            precondition(transactionDepth == 0, "Environment.writeHeld inside another transaction on the same thread")
+            pthread_mutex_lock(writerMutex)
+            enterTransaction()
+            do {
+                held = (WriteTransaction(try beginTransaction(handle, flags: 0), maxKeySize: maxKeySize), pthread_self(), [])
+            } catch {
+                leaveTransaction()
+                pthread_mutex_unlock(writerMutex)
+                throw error
+            }
+        }
+        precondition(pthread_equal(held!.owner, pthread_self()) != 0, "Environment.writeHeld from a thread that does not hold it")
+        while true {
+            let transaction = held!.transaction
+            do {
+                let result = try body(transaction)
+                if !transaction.sawMapFull {
+                    held!.bodies.append { _ = try body($0) }
+                    return result
+                }
+            } catch {
+                if !transaction.sawMapFull {
+                    try rebuildHeld(handle, grow: false)
+                    throw error
+                }
+            }
+            try rebuildHeld(handle, grow: true)
+        }
+    }
+
+    /// Whether this thread holds a `writeHeld` transaction not yet committed.
+    public var holdsWrite: Bool {
+        guard let held else { return false }
+        return pthread_equal(held.owner, pthread_self()) != 0
+    }
+
+    /// Commits the `writeHeld` transaction (nothing when there is none) and lets go of the
+    /// writer lock. On the thread that holds it.
+    public func commitHeld() throws {
+        guard held != nil else { return }
+        precondition(holdsWrite, "Environment.commitHeld from a thread that does not hold the write")
+        let handle = openHandle()
+        defer {
+            held = nil
+            leaveTransaction()
+            pthread_mutex_unlock(writerMutex)
+        }
+        while true {
+            let transaction = held!.transaction
+            if !transaction.sawMapFull {
+                do throws(StorageError) {
+                    try transaction.commit()
+                    transaction.runAfterCommit()
+                    return
+                } catch {
+                    // LMDB has freed the transaction either way.
+                    guard error.isMapFull else { throw error }
+                }
+            }
+            try rebuildHeld(handle, grow: true)
+        }
+    }
+
+    /// Aborts the held transaction and runs its bodies again in a fresh one, after doubling the
+    /// map when `grow`.
+    private func rebuildHeld(_ handle: OpaquePointer, grow: Bool) throws {
+        var grow = grow
+        while true {
+            let stale = held!.transaction
+            if !stale.isEnded { stale.abort() }
+            if grow { try growMap(handle) }
+            let fresh = WriteTransaction(try beginTransaction(handle, flags: 0), maxKeySize: maxKeySize)
+            held!.transaction = fresh
+            do {
+                for body in held!.bodies { try body(fresh) }
+            } catch {
+                if !fresh.sawMapFull { throw error }
+            }
+            if !fresh.sawMapFull { return }
+            grow = true
         }
     }
 

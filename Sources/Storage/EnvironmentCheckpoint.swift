@@ -79,6 +79,9 @@ public final class EnvironmentCheckpoint {
 
     /// A whole checkpoint, synchronously: `begin`, `complete`, `adopt`. Writer thread.
     public func take(nowNanoseconds: UInt64 = 0) throws(StorageError) {
+        // Callers take a checkpoint to make durable what they applied: a held write
+        // (`Environment.writeHeld`) would be left out of it.
+        precondition(!environment.holdsWrite, "checkpoint taken while this thread holds an uncommitted write (commitHeld first)")
         let pending = try begin(nowNanoseconds: nowNanoseconds)
         do {
             try complete(pending)

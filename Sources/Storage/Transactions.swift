@@ -47,6 +47,8 @@ public class ReadTransaction {
         return stat.ms_entries
     }
 
+    var isEnded: Bool { !isLive }
+
     func checkUsable(key: [UInt8]? = nil) throws(StorageError) {
         precondition(isLive, "transaction used outside the closure that received it")
         if let key, key.count > maxKeySize {
