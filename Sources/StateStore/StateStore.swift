@@ -26,6 +26,20 @@ public struct AppliedBatch: Sendable {
     public var changedServiceNames: [String] = []
 }
 
+extension AppliedBatch {
+    /// A later batch folded into this one: its answers after this one's, its keys and service
+    /// names added once each, for watchers woken once for several batches.
+    public mutating func absorb(_ later: AppliedBatch) {
+        results += later.results
+        var seenKeys = Set(changedKeys)
+        for key in later.changedKeys where seenKeys.insert(key).inserted { changedKeys.append(key) }
+        var seenServices = Set(changedServiceNames)
+        for name in later.changedServiceNames where seenServices.insert(name).inserted { changedServiceNames.append(name) }
+        changedCatalogTables.formUnion(later.changedCatalogTables)
+        lastIndex = max(lastIndex, later.lastIndex)
+    }
+}
+
 /// Sendable: only immutable references to a Sendable environment; `apply` is meant for one
 /// writer thread (the environment serialises writes anyway), reads may come from any thread.
 public final class StateStore: Sendable {
@@ -57,50 +71,62 @@ public final class StateStore: Sendable {
     /// replay after a restart is idempotent. Indexes must be >= 1 and increase within a batch
     /// (gaps are fine: not every log entry is a KV command); anything else stops the process.
     public func apply(_ batch: [(index: UInt64, command: [UInt8])]) throws -> AppliedBatch {
-        try environment.write { txn in
-            // Runs again from scratch if the map had to grow, so nothing here escapes the txn.
-            let startIndex = try metaValue(txn, StateStore.appliedIndexKey)
-            var applied = startIndex
-            var results: [ApplyResult] = []
-            results.reserveCapacity(batch.count)
-            var changes = ChangedKeys()
-            var catalogChanges = CatalogChanges()
-            var previous: UInt64 = 0
-            for (index, bytes) in batch {
-                precondition(index > previous, "apply: index \(index) after \(previous); indexes must increase")
-                previous = index
-                guard index > applied else {
-                    results.append(.failed("already applied"))
-                    continue
-                }
-                applied = index
-                if let tag = bytes.first, CatalogCommand.tags.contains(tag) {
-                    let command: CatalogCommand
-                    do throws(StateStoreError) {
-                        command = try CatalogCommand(decoding: bytes)
-                    } catch {
-                        results.append(.failed(error.description))
-                        continue
-                    }
-                    results.append(try catalog.apply(command, at: index, txn, &catalogChanges))
-                    continue
-                }
-                let command: KVCommand
+        try environment.write { txn in try self.apply(batch, in: txn) }
+    }
+
+    /// `apply` in the environment's held write (`Environment.writeHeld`): the answers are final,
+    /// but readers see the batch only after `commitHeld()`, together with the batches held
+    /// before and after it. Same thread for both calls.
+    public func applyHeld(_ batch: [(index: UInt64, command: [UInt8])]) throws -> AppliedBatch {
+        try environment.writeHeld { txn in try self.apply(batch, in: txn) }
+    }
+
+    /// Commits the batches `applyHeld` gave this thread (nothing if none).
+    public func commitHeld() throws { try environment.commitHeld() }
+
+    private func apply(_ batch: [(index: UInt64, command: [UInt8])], in txn: WriteTransaction) throws -> AppliedBatch {
+        // May run again from scratch (the map had to grow), so nothing here escapes the txn.
+        let startIndex = try metaValue(txn, StateStore.appliedIndexKey)
+        var applied = startIndex
+        var results: [ApplyResult] = []
+        results.reserveCapacity(batch.count)
+        var changes = ChangedKeys()
+        var catalogChanges = CatalogChanges()
+        var previous: UInt64 = 0
+        for (index, bytes) in batch {
+            precondition(index > previous, "apply: index \(index) after \(previous); indexes must increase")
+            previous = index
+            guard index > applied else {
+                results.append(.failed("already applied"))
+                continue
+            }
+            applied = index
+            if let tag = bytes.first, CatalogCommand.tags.contains(tag) {
+                let command: CatalogCommand
                 do throws(StateStoreError) {
-                    command = try KVCommand(decoding: bytes)
+                    command = try CatalogCommand(decoding: bytes)
                 } catch {
                     results.append(.failed(error.description))
                     continue
                 }
-                results.append(try apply(command, at: index, txn, &changes))
+                results.append(try catalog.apply(command, at: index, txn, &catalogChanges))
+                continue
             }
-            if applied != startIndex {
-                try txn.put(meta, key: StateStore.appliedIndexKey, value: applied.bigEndianBytes)
+            let command: KVCommand
+            do throws(StateStoreError) {
+                command = try KVCommand(decoding: bytes)
+            } catch {
+                results.append(.failed(error.description))
+                continue
             }
-            return AppliedBatch(results: results, changedKeys: changes.keys, lastIndex: applied,
-                                changedCatalogTables: catalogChanges.tables,
-                                changedServiceNames: catalogChanges.serviceNames)
+            results.append(try apply(command, at: index, txn, &changes))
         }
+        if applied != startIndex {
+            try txn.put(meta, key: StateStore.appliedIndexKey, value: applied.bigEndianBytes)
+        }
+        return AppliedBatch(results: results, changedKeys: changes.keys, lastIndex: applied,
+                            changedCatalogTables: catalogChanges.tables,
+                            changedServiceNames: catalogChanges.serviceNames)
     }
 
     /// The entry under `key` (nil when absent, or too long to exist) and the KV table index,
