@@ -230,7 +230,7 @@ extension HTTPAPI {
                              _ read: @escaping (StateStore) throws -> (UInt64, [UInt8])) {
         guard let options = queryOptions(responder) else { return }
         guard let store = log?.reader else { respondCommitError(responder, .notLeader(leaderAddress: nil)); return }
-        blockingRead(responder, options, scope: scope) {
+        blockingRead(responder, options, scope: scope, replicatedState: true) {
             do {
                 let (index, body) = try read(store)
                 return (index, .json(status: 200, body))

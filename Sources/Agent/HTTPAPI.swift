@@ -168,6 +168,15 @@ final class HTTPAPI {
                 case .failure(let error): self?.respondCommitError(responder, error)
                 }
             }
+        } else if replicatedState, let log {
+            // Stale: whatever this server has, but at least every write it answered (the state
+            // store commits applies in batches; RaftReplicatorConfig.stateCommitDelayMilliseconds).
+            log.localReadBarrier { [weak self] result in
+                switch result {
+                case .success: attempt()
+                case .failure(let error): self?.respondCommitError(responder, error)
+                }
+            }
         } else {
             attempt()
         }

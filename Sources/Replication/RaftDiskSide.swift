@@ -45,6 +45,15 @@ extension RaftReplicator {
         /// go of the entries in memory).
         private var writtenReport: (index: UInt64, term: UInt64)?
 
+        /// What the applies in the state's held write changed (nil: nothing held).
+        private var heldChanges: AppliedBatch?
+        /// Command bytes in the held write: it keeps them until its commit (to run them again
+        /// if the map must grow), so they are bounded.
+        private(set) var heldCommandBytes = 0
+        static let maxHeldCommandBytes = 8 << 20
+        /// What commits of the held write made visible since the loop last heard.
+        private var commitReport: AppliedBatch?
+
         /// How often the journal was full (its records then went into LMDB at once, synced), and
         /// how many jobs went straight into LMDB (restores, compactions, batches larger than a
         /// journal file). Read by tests once the disk thread has stopped.
@@ -98,6 +107,31 @@ extension RaftReplicator {
             try takeLogCheckpoint()
         }
 
+        /// Applies the commands in the state's held write (`StateStore.applyHeld`): the answers
+        /// are final; readers see them after `commitState`.
+        func applyHeld(_ commands: [(index: UInt64, command: [UInt8])]) throws -> AppliedBatch {
+            let applied = try state.applyHeld(commands)
+            heldCommandBytes += commands.reduce(0) { $0 + $1.command.count }
+            if heldChanges == nil { heldChanges = applied } else { heldChanges?.absorb(applied) }
+            return applied
+        }
+
+        /// Commits the held write, if any. Before anything else touches the state environment on
+        /// this thread (checkpoints, restores, closing): they must see every apply.
+        func commitState() throws {
+            guard let changes = heldChanges else { return }
+            try state.commitHeld()
+            heldChanges = nil
+            heldCommandBytes = 0
+            if commitReport == nil { commitReport = changes } else { commitReport?.absorb(changes) }
+        }
+
+        /// What commits of the held write made visible since the last call.
+        func takeCommitReport() -> AppliedBatch? {
+            defer { commitReport = nil }
+            return commitReport
+        }
+
         /// The pending batches into the LMDB log, one transaction, no fsync.
         func writePending() throws {
             guard !pending.isEmpty else { return }
@@ -138,7 +172,8 @@ extension RaftReplicator {
             }
             guard !checkpointInFlight else { return }
             // Nothing committed since the last checkpoint (a follower holding its applies, an idle
-            // server): no sync to pay for.
+            // server): no sync to pay for. A held write is not waited for: the checkpoint covers
+            // the last commit, and the log replays the rest after a crash.
             let stateDue = checkpoint.isDue(nowNanoseconds: now, intervalNanoseconds: stateCheckpointIntervalNanoseconds)
                 && state.environment.lastTransactionID > checkpoint.transactionID
             guard stateDue || logDirty else { return }
@@ -182,6 +217,7 @@ extension RaftReplicator {
                 logCheckpoint.release()
                 checkpoint.release()
             }
+            try commitState()
             try writePending()
             try takeLogCheckpoint()
             try checkpoint.take()

@@ -310,18 +310,26 @@ extension RaftReplicator {
                             to: leader)
     }
 
-    private func waitForApply(_ index: UInt64, deadlineMilliseconds: UInt64,
+    func waitForApply(_ index: UInt64, deadlineMilliseconds: UInt64,
                               _ completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
         if lastAppliedIndex >= index {
             completion(.success(index))
         } else {
             forwarding.readsWaitingForApply.append((index, deadlineMilliseconds, completion))
-            // Entries held back for a later apply (holdOrReleaseApply) go now.
-            drainAtEndOfTurn()
+            // Applies waiting in the state's held write commit now (and the next job's at once).
+            scheduleStateCommit()
         }
     }
 
-    /// Serves the follower reads whose index is now applied; runs after every disk job.
+    /// Completes once `reader` shows everything this server has applied (the state's held write
+    /// committed): no read sees less than a write this server answered. No leader involved.
+    public func localReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void) {
+        loop.assertInLoopThread()
+        guard started, !closed else { completion(.failure(.closed)); return }
+        waitForApply(lastIssuedApplyIndex, deadlineMilliseconds: loop.nowMilliseconds + config.readTimeoutMilliseconds, completion)
+    }
+
+    /// Serves the reads whose index is now visible; runs whenever the visible index moves.
     func releaseReadsWaitingForApply() {
         guard !forwarding.readsWaitingForApply.isEmpty else { return }
         let ready = forwarding.readsWaitingForApply.filter { $0.index <= lastAppliedIndex }

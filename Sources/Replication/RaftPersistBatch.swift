@@ -63,6 +63,8 @@ struct DiskJob: Sendable {
     var addressBook: [NodeID: String]?
     var restore: SnapshotMetadata?
     var compaction: SnapshotMetadata?
+    /// Commit the state's held write right after this job's apply (a read waits for it).
+    var commitApply = false
 
     var writesLog: Bool {
         hardState != nil || !entries.isEmpty || addressBook != nil || restore != nil || compaction != nil
@@ -70,8 +72,14 @@ struct DiskJob: Sendable {
 }
 
 struct DiskJobDone: Sendable {
-    /// The indexes of the applied commands, with the state store's answer.
+    /// The indexes of the applied commands, with the state store's answer. Readers see them
+    /// once a `committed` report covers them.
     var applied: ([UInt64], AppliedBatch)?
+    /// The state's held write committed through `lastIndex` since the last report, with what
+    /// those commits changed (to wake watchers).
+    var committed: AppliedBatch?
+    /// The answer to a commit the loop asked for (`requestStateCommit`), not a job's.
+    var commitRequestAnswered = false
     /// Only the job's log transaction is done (its apply still runs): sent between the two so
     /// that acknowledgements and the leader's own match go out one state commit earlier.
     var logOnly = false
@@ -103,7 +111,8 @@ extension RaftReplicator {
             if job.writesLog { logDurable() }
             do {
                 let applyStarted = monotonicNanoseconds()
-                let applied = try side.state.apply(job.commands.map { (index: $0.index, command: $0.data) })
+                let applied = try side.applyHeld(job.commands.map { (index: $0.index, command: $0.data) })
+                if job.commitApply || side.heldCommandBytes >= DiskSide.maxHeldCommandBytes { try side.commitState() }
                 side.metrics.fsmApply.recordNanoseconds(monotonicNanoseconds() - applyStarted)
                 done.applied = (job.commands.map(\.index), applied)
             } catch {
@@ -112,8 +121,10 @@ extension RaftReplicator {
                 fatalError("raft: state store apply failed at index \(job.commands[0].index): \(error)")
             }
         }
-        // What the last `maintain` (after the previous job) wrote into LMDB.
+        // What the last `maintain` (after the previous job) wrote into LMDB, and what commits of
+        // the held state write since the last report made visible.
         done.writtenThrough = side.takeWrittenReport()
+        done.committed = side.takeCommitReport()
         return done
     }
 }

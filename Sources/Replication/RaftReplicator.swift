@@ -15,12 +15,25 @@ public final class RaftReplicator {
     public let id: NodeID
     /// Read-only view of the state store for the loop thread (LMDB read transactions).
     public let reader: StateStore
-    /// Called on the loop thread after each applied batch of commands (wakes blocking queries).
-    /// After an installed snapshot replaced the whole state, `changedKeys` is `[""]`: every
+    /// Called on the loop thread when applied commands become visible to `reader` (wakes
+    /// blocking queries): one call per commit of the state's held write, for every batch in it,
+    /// answers in order. After an installed snapshot replaced the whole state, `changedKeys` is `[""]`: every
     /// key may have changed (the empty key is never a real key).
     public var onApplied: ((AppliedBatch) -> Void)?
-    /// Highest log index applied here: commands, no-ops and configuration entries alike.
+    /// Highest log index applied here and visible to `reader`: commands, no-ops and
+    /// configuration entries alike. Commands applied in the state's held write
+    /// (`stateCommitDelayMilliseconds`) count once that write commits.
     public internal(set) var lastAppliedIndex: UInt64
+    /// Highest log index handed to the state store, visible or not.
+    private(set) var lastIssuedApplyIndex: UInt64
+    /// Index ranges of the command batches applied in the held write, oldest first; empty when
+    /// every apply is visible.
+    private var heldApplies: [(first: UInt64, last: UInt64)] = []
+    /// Commits the held write when an apply has waited `stateCommitDelayMilliseconds`.
+    private var stateCommitTimer: LoopTimer?
+    private var stateCommitTimerArmed = false
+    /// A commit of the held write is queued on the disk thread.
+    private var stateCommitRequested = false
 
     let loop: Loop
     let config: RaftReplicatorConfig
@@ -51,12 +64,6 @@ public final class RaftReplicator {
     /// Group commit: what the core hands out while a job is on disk forms the next job.
     private var accumulating = PersistBatch()
     private var inFlight: PersistBatch?
-    /// Committed entries a follower holds back to apply several at once (`holdOrReleaseApply`),
-    /// with the Readies to advance once they are applied.
-    private var heldApply: (committed: [Entry], readies: [Ready]) = ([], [])
-    /// Started when entries are first held; when it fires, they are due.
-    private var heldApplyTimer: LoopTimer?
-    private var heldApplyDue = false
     /// The hard state last written to the log (term and vote must be durable before any
     /// message that depends on them; see startJobIfIdle for the commit index).
     private var persistedHardState: HardState
@@ -156,6 +163,7 @@ public final class RaftReplicator {
         let checkpoint = EnvironmentCheckpoint(environment: stateEnvironment)
         try checkpoint.take(nowNanoseconds: monotonicNanoseconds())
         lastAppliedIndex = try state.appliedIndex()
+        lastIssuedApplyIndex = lastAppliedIndex
         // No check of the state's applied index against the snapshot point: the state records
         // only commands, so it may lag the snapshot point by no-op and configuration entries.
         // The state is synced before the log drops entries (compaction, installed snapshots).
@@ -201,7 +209,7 @@ public final class RaftReplicator {
             guard let self else { connection.closeNow(); return }
             self.acceptSnapshotStream(connection, firstFrame: firstFrame, decoder: decoder)
         }
-        heldApplyTimer = LoopTimer(loop: loop)
+        stateCommitTimer = LoopTimer(loop: loop)
         let ticker = LoopTimer(loop: loop)
         ticker.start(afterMilliseconds: config.tickIntervalMilliseconds,
                      repeatMilliseconds: config.tickIntervalMilliseconds) { [weak self] in self?.tick() }
@@ -390,7 +398,10 @@ public final class RaftReplicator {
             }
             accumulating.add(ready)
             for read in ready.readStates {
-                reads.removeValue(forKey: read.context)?.completion(.success(read.index))
+                // The core releases a read once its index is applied; readers see it once the
+                // held write commits.
+                guard let pending = reads.removeValue(forKey: read.context) else { continue }
+                waitForApply(read.index, deadlineMilliseconds: pending.deadlineMilliseconds, pending.completion)
             }
         }
         observeState()
@@ -404,7 +415,6 @@ public final class RaftReplicator {
             addressBookDirty = false
         }
         if let compaction = raftLog.takePendingCompaction() { accumulating.compaction = compaction }
-        holdOrReleaseApply()
         guard !accumulating.isEmpty else { return }
         var batch = accumulating
         batch.restoreGeneration = raftLog.restoreGeneration
@@ -426,9 +436,10 @@ public final class RaftReplicator {
         if let hardState { persistedHardState = hardState }
         let job = DiskJob(hardState: hardState, entries: batch.entries,
                           commands: batch.committed.filter {
-                              $0.kind == .normal && $0.index > lastAppliedIndex && !AddressRecord.isRecord($0)
+                              $0.kind == .normal && $0.index > lastIssuedApplyIndex && !AddressRecord.isRecord($0)
                           },
-                          addressBook: batch.addressBook, restore: batch.restore, compaction: batch.compaction)
+                          addressBook: batch.addressBook, restore: batch.restore, compaction: batch.compaction,
+                          commitApply: config.stateCommitDelayMilliseconds == 0 || !forwarding.readsWaitingForApply.isEmpty)
         guard job.writesLog || !job.commands.isEmpty else {
             // Nothing to write and no job on disk: every earlier write is durable already.
             jobFinished(DiskJobDone(applied: nil))
@@ -446,46 +457,15 @@ public final class RaftReplicator {
         }
     }
 
-    /// A follower's applies only serve stale reads and keep its state close for when it leads:
-    /// they need not follow each commit. Each apply transaction rewrites the B-tree path of every
-    /// key it touches plus LMDB's bookkeeping pages, and the checkpoint's pin keeps those pages
-    /// from reuse, so one apply per commit was most of a follower's disk writes. A follower
-    /// holds committed entries back for up to `followerApplyDelayMilliseconds` and applies them
-    /// in one transaction. It applies at once whenever anything waits on the apply or orders
-    /// with it: leadership, a read waiting for its index, address records, snapshots, restores.
-    private func holdOrReleaseApply() {
-        guard !accumulating.committed.isEmpty || !heldApply.committed.isEmpty else { return }
-        if heldApply.committed.isEmpty { heldApplyDue = false }
-        let delay = config.followerApplyDelayMilliseconds
-        let hold = delay > 0 && !heldApplyDue && node.role != .leader
-            && accumulating.restore == nil && accumulating.compaction == nil
-            && snapshots.incoming == nil && snapshots.restore == nil
-            && forwarding.readsWaitingForApply.isEmpty
-            && heldApply.committed.count + accumulating.committed.count < config.maxApplyEntriesPerBatch
-            && !accumulating.committed.contains(where: AddressRecord.isRecord)
-        if hold {
-            if heldApply.committed.isEmpty {
-                heldApplyTimer?.start(afterMilliseconds: delay) { [weak self] in
-                    self?.heldApplyDue = true
-                    self?.drain()
-                }
-            }
-            heldApply.committed += accumulating.committed
-            accumulating.committed = []
-            // `advance` reads only a Ready's snapshot and committed entries; none here has a snapshot.
-            heldApply.readies += accumulating.readies.filter { !$0.committedEntries.isEmpty }
-            accumulating.readies.removeAll { !$0.committedEntries.isEmpty }
-        } else if !heldApply.committed.isEmpty {
-            accumulating.committed = heldApply.committed + accumulating.committed
-            accumulating.readies = heldApply.readies + accumulating.readies
-            heldApply = ([], [])
-            heldApplyDue = false
-            heldApplyTimer?.stop()
-        }
-    }
-
     private func jobFinished(_ done: DiskJobDone) {
-        guard !closed, var batch = inFlight else { return }
+        guard !closed else { return }
+        if done.commitRequestAnswered {
+            stateCommitRequested = false
+            if let committed = done.committed { stateCommitted(committed) }
+            scheduleStateCommit()
+            return
+        }
+        guard var batch = inFlight else { return }
         if done.logOnly {
             // The log is durable, the apply still runs: acknowledge now (a follower's answer,
             // the leader's own match) rather than one state commit later.
@@ -501,16 +481,17 @@ public final class RaftReplicator {
         }
         if let restore = batch.restore, batch.restoreGeneration == raftLog.restoreGeneration {
             node.persisted(upTo: restore.index, term: restore.term)
-            lastAppliedIndex = max(lastAppliedIndex, restore.index)
+            stateReplaced(through: restore.index)
             logger.info("raft: snapshot installed", metadata: ["index": "\(restore.index)", "term": "\(restore.term)"])
         }
         if !batch.persistReported { logPersisted(batch) }
         var results: [UInt64: ApplyResult] = [:]
         if let (indexes, applied) = done.applied {
             for (index, result) in zip(indexes, applied.results) { results[index] = result }
+            if let first = indexes.first, let last = indexes.last { heldApplies.append((first, last)) }
         }
         for entry in batch.committed {
-            lastAppliedIndex = max(lastAppliedIndex, entry.index)
+            lastIssuedApplyIndex = max(lastIssuedApplyIndex, entry.index)
             guard let proposal = proposals.removeValue(forKey: entry.index) else { continue }
             if proposal.term == entry.term {
                 recordCommit(proposal)
@@ -522,12 +503,66 @@ public final class RaftReplicator {
         }
         for ready in batch.readies { node.advance(ready) }
         restoreTick()
-        if let (_, applied) = done.applied, !applied.results.isEmpty { onApplied?(applied) }
-        if !batch.committed.isEmpty {
-            committedEntriesApplied(batch.committed)
-            releaseReadsWaitingForApply()
+        if !batch.committed.isEmpty { committedEntriesApplied(batch.committed) }
+        if let committed = done.committed {
+            stateCommitted(committed)
+        } else {
+            advanceVisibleIndex()
         }
+        scheduleStateCommit()
         drain()
+    }
+
+    /// The held write committed through `committed.lastIndex`: those applies are visible.
+    private func stateCommitted(_ committed: AppliedBatch) {
+        heldApplies.removeAll { $0.last <= committed.lastIndex }
+        advanceVisibleIndex()
+        onApplied?(committed)
+    }
+
+    /// A snapshot replaced the whole state through `index` (the held write committed first).
+    func stateReplaced(through index: UInt64) {
+        heldApplies.removeAll { $0.last <= index }
+        lastIssuedApplyIndex = max(lastIssuedApplyIndex, index)
+        lastAppliedIndex = max(lastAppliedIndex, index)
+    }
+
+    /// `lastAppliedIndex` up to what readers can see, and the reads waiting for it served.
+    private func advanceVisibleIndex() {
+        let visible = heldApplies.first.map { $0.first - 1 } ?? lastIssuedApplyIndex
+        guard visible > lastAppliedIndex else { return }
+        lastAppliedIndex = visible
+        releaseReadsWaitingForApply()
+    }
+
+    /// Applies wait in the held write at most `stateCommitDelayMilliseconds`, and not at all
+    /// once a read waits for one of them.
+    func scheduleStateCommit() {
+        guard let oldest = heldApplies.first, !stateCommitRequested, let timer = stateCommitTimer else { return }
+        if forwarding.readsWaitingForApply.contains(where: { $0.index >= oldest.first }) {
+            requestStateCommit()
+        } else if !stateCommitTimerArmed {
+            stateCommitTimerArmed = true
+            timer.start(afterMilliseconds: config.stateCommitDelayMilliseconds) { [weak self] in
+                self?.stateCommitTimerArmed = false
+                self?.requestStateCommit()
+            }
+        }
+    }
+
+    private func requestStateCommit() {
+        guard !heldApplies.isEmpty, !stateCommitRequested, !closed, let mailbox else { return }
+        stateCommitRequested = true
+        stateCommitTimer?.stop()
+        stateCommitTimerArmed = false
+        let side = diskSide
+        disk.submit {
+            do { try side.value.commitState() } catch {
+                // Answered writes are in that transaction: without it the state disagrees with them.
+                fatalError("raft: committing the state store failed: \(error)")
+            }
+            mailbox.send(DiskJobDone(applied: nil, committed: side.value.takeCommitReport(), commitRequestAnswered: true))
+        }
     }
 
     /// The batch's log transaction is durable: its entries count for the core, and the messages
@@ -598,8 +633,8 @@ public final class RaftReplicator {
         closed = true
         ticker?.close()
         ticker = nil
-        heldApplyTimer?.close()
-        heldApplyTimer = nil
+        stateCommitTimer?.close()
+        stateCommitTimer = nil
         transport.close()
         let waiting = proposals
         proposals = [:]

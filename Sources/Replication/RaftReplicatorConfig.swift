@@ -64,12 +64,16 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
     /// all of them, not synced) and that log is checkpointed, after which the journal may reuse
     /// their space. Entries stay in memory until then. Longer: fewer LMDB pages written per entry.
     public var logCheckpointIntervalMilliseconds: UInt64 = 100
-    /// How long a follower may hold committed entries before applying them, so that several
-    /// go into one state transaction (RaftReplicator.holdOrReleaseApply). 0: apply each commit.
-    /// Stale reads on a follower lag by up to this much more; other reads wait for their index.
-    /// 50 ms: at 64 connections on 3 servers, 10 ms gave 7,200 to 7,400 puts/s, 50 ms 8,700 to
-    /// 9,100, and 100 or 200 ms no more (Benchmarks/README.md, "Write path, part 3").
-    public var followerApplyDelayMilliseconds: UInt64 = 50
+    /// How long applied commands may wait in the state store's held write before it commits
+    /// (StateStore.applyHeld), on any server. Writes are answered at once; readers see them at
+    /// that commit. A read that waits for its index (default and consistent reads) commits at
+    /// once, so only `stale` reads and watchers' wake-ups lag, by up to this much (Consul's
+    /// stale reads are documented as "typically within 50 milliseconds of the leader").
+    /// One commit for many apply batches writes each B-tree leaf once instead of once per
+    /// batch. 0: every apply commits. 50 ms: at 64 connections on 3 servers, 8,300 to 10,500
+    /// puts/s with 10 ms, 9,500 to 13,000 with 50 ms, no more with 100 ms
+    /// (Benchmarks/README.md, "Write path, part 4").
+    public var stateCommitDelayMilliseconds: UInt64 = 50
     /// Size of each of the log's two journal files (Journal.swift), zero-filled when a data dir
     /// is created. A job whose records do not fit is written straight into LMDB and synced.
     public var journalFileBytes: Int = 4 << 20

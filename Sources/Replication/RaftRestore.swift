@@ -127,6 +127,7 @@ extension RaftReplicator {
             disk.submit {
                 let outcome: Result<StateSnapshot.LoadOutcome, SnapshotFailure>
                 do {
+                    try side.value.commitState()
                     let environment = side.value.state.environment
                     let loaded = try StateSnapshot.restore(dump, into: environment, restoreIndex: index)
                     try side.value.checkpoint.take(nowNanoseconds: monotonicNanoseconds())
@@ -168,7 +169,7 @@ extension RaftReplicator {
             fatalError("raft: loading a verified user snapshot failed: \(failure.reason)")
         case .success:
             restore.stage = .replicating(index: index)
-            lastAppliedIndex = max(lastAppliedIndex, index)
+            stateReplaced(through: index)
             onApplied?(AppliedBatch(everythingChangedThrough: index))
             let deferred = restore.deferredSends
             restore.deferredSends = [:]

@@ -161,6 +161,7 @@ extension RaftReplicator {
         let side = diskSide
         disk.submit {
             do {
+                try side.value.commitState()
                 try side.value.checkpoint.take(nowNanoseconds: monotonicNanoseconds())
                 _ = mailbox.send(.stateSynced(appliedIndex: applied))
             } catch {
@@ -507,6 +508,7 @@ extension RaftReplicator {
                 let result: Result<StateSnapshot.LoadOutcome, SnapshotFailure>
                 do {
                     if let failure { throw SnapshotFailure(reason: failure) }
+                    try side.value.commitState()
                     let environment = side.value.state.environment
                     let outcome = try StateSnapshot.load(file: file.path, into: environment)
                     // Durable before the log drops its entries (the restore in the next disk job).
@@ -528,7 +530,7 @@ extension RaftReplicator {
             endIncoming(incoming, failure: "loading the state failed: \(failure.reason)")
             return
         case let .success(.loaded(applied)):
-            lastAppliedIndex = max(lastAppliedIndex, applied)
+            stateReplaced(through: applied)
             onApplied?(AppliedBatch(everythingChangedThrough: applied))
         case let .success(.skipped(local)):
             logger.info("raft: snapshot state not loaded: the local state is as new", metadata: [

@@ -7,7 +7,8 @@ import StateStore
 public protocol ReplicatedLog: AnyObject {
     /// Read-only view of the state store for the loop thread.
     var reader: StateStore { get }
-    /// Called on the loop thread after each applied batch (wakes blocking queries).
+    /// Called on the loop thread when applied commands become visible to `reader` (wakes
+    /// blocking queries).
     var onApplied: ((AppliedBatch) -> Void)? { get set }
     var lastAppliedIndex: UInt64 { get }
     /// Whether this server knows a current leader (Consul's `X-Consul-KnownLeader`).
@@ -30,6 +31,9 @@ public protocol ReplicatedLog: AnyObject {
     /// Consul's default consistency: completes once this server has applied the leader's
     /// commit index as the leader reported it, without confirming the leadership.
     func leaderReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void)
+    /// `stale` reads: completes once `reader` shows every write this server has applied (so a
+    /// read never misses a write this server already answered); asks no other server.
+    func localReadBarrier(completion: @escaping (Result<UInt64, RaftCommitError>) -> Void)
 }
 
 extension ReplicatedLog {

@@ -117,9 +117,16 @@ final class TestCluster {
         return outcomes
     }
 
-    /// Every key and value in a server's state store.
-    func contents(_ id: NodeID) throws -> [String: [UInt8]] {
-        try servers[id]!.run { r in
+    /// Every key and value in a server's state store, once it shows every write the server
+    /// applied (`localReadBarrier`; with `committedOnly`, what its readers see right now).
+    func contents(_ id: NodeID, committedOnly: Bool = false) throws -> [String: [UInt8]] {
+        if !committedOnly {
+            let visible = Unsafe(false)
+            let lock = NSLock()
+            try servers[id]!.run { r in r.localReadBarrier { _ in lock.lock(); visible.value = true; lock.unlock() } }
+            _ = eventually(10) { lock.lock(); defer { lock.unlock() }; return visible.value }
+        }
+        return try servers[id]!.run { r in
             Dictionary(uniqueKeysWithValues: try r.reader.list(prefix: "").entries.map { ($0.key, $0.value) })
         }
     }

@@ -123,38 +123,49 @@ struct RaftOperatorTests {
         #expect(leaderPoint > 0 && leaderPoint <= commit)
     }
 
-    @Test func aFollowerHoldsItsAppliesUntilAReadOrLeadershipNeedsThem() throws {
+    @Test func writesAreAnsweredBeforeTheyAreVisibleAndAReadMakesThemVisible() throws {
         var config = RaftReplicatorConfig.fastForTests()
-        // Held for good unless something needs them.
-        config.followerApplyDelayMilliseconds = 3_600_000
+        // Held for good unless a read needs them.
+        config.stateCommitDelayMilliseconds = 3_600_000
         let cluster = try TestCluster(size: 3, config: config)
         defer { cluster.shutdown() }
         let leader = try #require(try cluster.waitForLeader())
         let followers = ([1, 2, 3] as [NodeID]).filter { $0 != leader }
         let written = try cluster.write(on: leader, prefix: "h", count: 30)
         #expect(written.acknowledgedKeys.count == 30)
+        #expect(written.all.allSatisfy { (try? $0.result.get().result) == .success(true) })
         let highest = written.all.compactMap { try? $0.result.get().index }.max() ?? 0
-        let expected = try cluster.contents(leader)
-        // Both followers know the writes are committed, and hold them.
-        for follower in followers {
-            #expect(try eventually { try cluster.servers[follower]!.run { $0.commitIndex } >= highest })
+        // Everyone knows the writes are committed; no reader sees them yet.
+        for server in [leader] + followers {
+            #expect(try eventually { try cluster.servers[server]!.run { $0.commitIndex } >= highest })
         }
         usleep(100_000)
-        for follower in followers {
-            #expect(try cluster.contents(follower).isEmpty)
-            #expect(try cluster.servers[follower]!.run { $0.lastAppliedIndex } < highest)
+        for server in [leader] + followers {
+            #expect(try cluster.contents(server, committedOnly: true).isEmpty)
+            #expect(try cluster.servers[server]!.run { $0.lastAppliedIndex } < highest)
         }
-        // A default read on the first follower needs them: it applies at once.
-        let read: Result<Bool, RaftCommitError>? = try waitFor(cluster, on: followers[0], seconds: 5) { r, done in
+        // A default read on the leader waits for its index: the held write commits at once.
+        let onLeader: Result<Bool, RaftCommitError>? = try waitFor(cluster, on: leader, seconds: 5) { r, done in
             r.leaderReadIndex { result in done(result.map { _ in (try? r.reader.get("h29").1) != nil }) }
         }
-        #expect(try read?.get() == true)
-        #expect(try cluster.contents(followers[0]) == expected)
-        #expect(try cluster.contents(followers[1]).isEmpty)
-        // A follower that becomes leader applies what it held before it serves.
-        try cluster.stop(leader)
-        let next = try #require(try cluster.waitForLeader(excluding: leader, among: followers))
-        #expect(try eventually(5) { try cluster.contents(next) == expected })
+        #expect(try onLeader?.get() == true)
+        let expected = try cluster.contents(leader, committedOnly: true)
+        #expect(expected.count == 30)
+        // The same on a follower, and only there.
+        let onFollower: Result<Bool, RaftCommitError>? = try waitFor(cluster, on: followers[0], seconds: 5) { r, done in
+            r.leaderReadIndex { result in done(result.map { _ in (try? r.reader.get("h29").1) != nil }) }
+        }
+        #expect(try onFollower?.get() == true)
+        #expect(try cluster.contents(followers[0], committedOnly: true) == expected)
+        #expect(try cluster.contents(followers[1], committedOnly: true).isEmpty)
+        // Closing commits the held write: the other follower, restarted, has them all.
+        try cluster.stop(followers[1])
+        try cluster.restart(followers[1])
+        let afterRestart: Result<Bool, RaftCommitError>? = try waitFor(cluster, on: followers[1], seconds: 10) { r, done in
+            r.leaderReadIndex { result in done(result.map { _ in (try? r.reader.get("h29").1) != nil }) }
+        }
+        #expect(try afterRestart?.get() == true)
+        #expect(try cluster.contents(followers[1]) == expected)
     }
 
     @Test func followerWithoutForwardingOrLeaderFailsTheReadPoint() throws {
