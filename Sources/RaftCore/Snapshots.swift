@@ -6,7 +6,10 @@ extension RaftNode {
     public func snapshotTaken(at index: UInt64) {
         precondition(index <= appliedIndex, "snapshot beyond the applied index")
         guard index > log.snapshot.index else { return }
-        let (configurationAtIndex, _) = latestConfiguration(atOrBelow: index)
+        // `configuration` is the newest configuration in the log: at or below `index` it is the
+        // answer. Scanning down instead read every entry since the last change from LMDB, on the
+        // loop thread: 0.4 to 0.6 s for 230,000 entries, every server at once, writes stalled.
+        let configurationAtIndex = configurationIndex <= index ? configuration : latestConfiguration(atOrBelow: index).0
         log.compact(through: index, configuration: configurationAtIndex)
     }
 

@@ -97,6 +97,25 @@ import Testing
         #expect(appends(drain(n), to: 3).contains { $0.prevLogIndex == 3 && $0.entries.first?.index == 4 })
     }
 
+    @Test func aSnapshotRecordsTheConfigurationInForceAtItsIndex() {
+        let n = makeNode(hardState: HardState(term: 1))
+        let added = Configuration(voters: [1, 2, 3], nonVoters: [4])
+        let promoted = Configuration(voters: [1, 2, 3, 4])
+        let entries = [Entry(index: 1, term: 1, kind: .configuration, data: added.encoded()),
+                       Entry(index: 2, term: 1, kind: .noop),
+                       Entry(index: 3, term: 1, kind: .configuration, data: promoted.encoded()),
+                       Entry(index: 4, term: 1, kind: .normal, data: [7])]
+        n.step(msg(2, 1, term: 1, .appendEntries(AppendEntries(prevLogIndex: 0, prevLogTerm: 0, entries: entries, leaderCommit: 4))))
+        drain(n)
+        #expect(n.appliedIndex == 4)
+        // Below the newest change: found in the log.
+        n.snapshotTaken(at: 2)
+        #expect(n.snapshotMetadata == SnapshotMetadata(index: 2, term: 1, configuration: added))
+        // At or past it: the configuration in force.
+        n.snapshotTaken(at: 4)
+        #expect(n.snapshotMetadata == SnapshotMetadata(index: 4, term: 1, configuration: promoted))
+    }
+
     @Test func followerInstallsSnapshotThroughReady_7() {
         let n = makeNode(entries: [Entry(index: 1, term: 1)], hardState: HardState(term: 1))
         let meta = SnapshotMetadata(index: 5, term: 2, configuration: Configuration(voters: [1, 2, 3], nonVoters: [4]))
