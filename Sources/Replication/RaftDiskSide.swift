@@ -5,8 +5,10 @@
 // LMDB log in one transaction without fsync, and a checkpoint of the log environment (beside
 // the state's) is synced on the checkpoint thread. Once that checkpoint is durable, the journal
 // may reuse the space of the records it covers. A crash replays the records the LMDB log lacks
-// (`RaftLogWriter.replay`). Restores, compactions and batches too large for a journal file skip
-// the journal: everything pending and the job go into LMDB, and the log is checkpointed at once.
+// (`RaftLogWriter.replay`). Restores and batches too large for a journal file skip the journal:
+// everything pending and the job go into LMDB, and the log is checkpointed at once. A compaction
+// rides with the next pending write (a lost one only leaves old entries behind), and its prefix
+// is deleted a step at a time after the jobs (`RaftLogWriter.trimCompacted`).
 import RaftCore
 import StateStore
 import Storage
@@ -38,6 +40,10 @@ extension RaftReplicator {
         private var sequenceInLMDB: UInt64
         /// The LMDB log changed since the last log checkpoint began.
         private var logDirty = false
+        /// A compaction point not yet written into the LMDB log.
+        private var pendingCompaction: SnapshotMetadata?
+        /// A compacted prefix may still hold entries to delete.
+        private var trimDue = false
         private var lastLogWriteNanoseconds: UInt64 = 0
         /// The last entry journaled (the LMDB log's last entry once everything pending is in it).
         private var lastEntry: (index: UInt64, term: UInt64)?
@@ -55,7 +61,7 @@ extension RaftReplicator {
         private var commitReport: AppliedBatch?
 
         /// How often the journal was full (its records then went into LMDB at once, synced), and
-        /// how many jobs went straight into LMDB (restores, compactions, batches larger than a
+        /// how many jobs went straight into LMDB (restores, batches larger than a
         /// journal file). Read by tests once the disk thread has stopped.
         private(set) var journalFullCount = 0
         private(set) var directLogWrites = 0
@@ -76,7 +82,9 @@ extension RaftReplicator {
         /// Makes the job's log part durable (see the file comment).
         func persistLog(_ job: DiskJob) throws {
             let batch = RaftJournalBatch(hardState: job.hardState, addressBook: job.addressBook, entries: job.entries)
-            if job.restore == nil, job.compaction == nil {
+            if job.restore == nil {
+                if let compaction = job.compaction { pendingCompaction = compaction }
+                if batch.hardState == nil, batch.addressBook == nil, batch.entries.isEmpty { return }
                 let payload = batch.encoded()
                 if journal.fits(payloadBytes: payload.count) {
                     var sequence = try journal.append(payload)
@@ -96,8 +104,11 @@ extension RaftReplicator {
                 }
             }
             directLogWrites += 1
-            try writer.write(pending: pending, restore: job.restore, job: batch, compaction: job.compaction,
+            let compaction = job.restore == nil ? pendingCompaction : job.compaction
+            try writer.write(pending: pending, restore: job.restore, job: batch, compaction: compaction,
                              journalSequence: lastSequence)
+            pendingCompaction = nil
+            if compaction != nil { trimDue = true }
             pending = []
             pendingEntries = 0
             sequenceInLMDB = lastSequence
@@ -134,8 +145,10 @@ extension RaftReplicator {
 
         /// The pending batches into the LMDB log, one transaction, no fsync.
         func writePending() throws {
-            guard !pending.isEmpty else { return }
-            try writer.write(pending: pending, journalSequence: lastSequence)
+            guard !pending.isEmpty || pendingCompaction != nil else { return }
+            try writer.write(pending: pending, compaction: pendingCompaction, journalSequence: lastSequence)
+            if pendingCompaction != nil { trimDue = true }
+            pendingCompaction = nil
             pending = []
             pendingEntries = 0
             sequenceInLMDB = lastSequence
@@ -161,10 +174,13 @@ extension RaftReplicator {
         /// thread goes on committing; the pins come back here.
         func maintain(disk: DiskThread, nowNanoseconds now: UInt64) {
             do {
-                if !pending.isEmpty,
+                if !pending.isEmpty || pendingCompaction != nil,
                    now &- lastLogWriteNanoseconds >= logCheckpointIntervalNanoseconds || pendingEntries >= Self.maxPendingEntries {
                     try writePending()
                     lastLogWriteNanoseconds = now
+                } else if trimDue {
+                    trimDue = try writer.trimCompacted()
+                    logDirty = true
                 }
             } catch {
                 // The batches are durable in the journal, but the log cannot take them: a restart replays them.

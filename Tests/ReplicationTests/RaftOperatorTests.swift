@@ -161,6 +161,7 @@ struct RaftOperatorTests {
         // Closing commits the held write: the other follower, restarted, has them all.
         try cluster.stop(followers[1])
         try cluster.restart(followers[1])
+        #expect(try eventually(10) { try cluster.servers[followers[1]]!.run { $0.leaderID != nil } })
         let afterRestart: Result<Bool, RaftCommitError>? = try waitFor(cluster, on: followers[1], seconds: 10) { r, done in
             r.leaderReadIndex { result in done(result.map { _ in (try? r.reader.get("h29").1) != nil }) }
         }

@@ -94,16 +94,43 @@ struct RaftSnapshotLogTests {
         }
     }
 
-    @Test func aLogThatDoesNotStartRightAfterTheSnapshotIsCorrupt() throws {
+    @Test func aLogWithAGapAfterTheSnapshotIsCorrupt() throws {
         let dir = temporaryDataDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try withWriter(dir, bootstrap: [1: "a:1"]) { env, writer, _ in
-            try writer.persist(hardState: nil, entries: entries(1 ... 5, term: 1), addressBook: nil)
-            // A snapshot point written without dropping the prefix (as no code path does).
-            try StableStore(environment: env).set(RaftStableKey.snapshotIndex, 3)
+            try writer.persist(hardState: nil, entries: entries(5 ... 8, term: 1), addressBook: nil)
+            // Entries 3 and 4 are neither in the log nor in the snapshot (no code path does this).
+            try StableStore(environment: env).set(RaftStableKey.snapshotIndex, 2)
         }
         #expect(throws: StorageError.self) {
             try withWriter(dir) { _, _, _ in }
+        }
+    }
+
+    @Test func aCompactedPrefixIsDeletedInStepsAndAStartBeforeTheLastStepIsFine() throws {
+        let dir = temporaryDataDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let count = UInt64(RaftLogWriter.trimStep) * 2 + 100
+        let compaction = SnapshotMetadata(index: count - 10, term: 1, configuration: Configuration(voters: [1]))
+        try withWriter(dir, bootstrap: [1: "a:1"]) { env, writer, _ in
+            try writer.persist(hardState: nil, entries: entries(1 ... count, term: 1), addressBook: nil)
+            try writer.write(compaction: compaction)
+            // One step went with the compaction; the rest is still there.
+            #expect(try LogStore(environment: env).firstIndex == UInt64(RaftLogWriter.trimStep) + 1)
+        }
+        // A start between the steps: the snapshot point is what counts.
+        try withWriter(dir) { env, writer, state in
+            #expect(state.snapshot.index == compaction.index)
+            #expect(state.lastIndex == count)
+            let log = try LMDBRaftLog(environment: env, snapshot: state.snapshot, lastIndexInLMDB: state.lastIndex)
+            #expect(log.firstIndex == compaction.index + 1)
+            #expect(log.term(at: count) == 1)
+            var steps = 0
+            while try writer.trimCompacted() { steps += 1 }
+            #expect(steps == 1)
+            #expect(try LogStore(environment: env).firstIndex == compaction.index + 1)
+            #expect(try LogStore(environment: env).lastIndex == count)
+            #expect(try writer.trimCompacted() == false)
         }
     }
 }
