@@ -70,8 +70,8 @@ public struct RaftReplicatorConfig: Sendable, Equatable {
     /// once, so only `stale` reads and watchers' wake-ups lag, by up to this much (Consul's
     /// stale reads are documented as "typically within 50 milliseconds of the leader").
     /// One commit for many apply batches writes each B-tree leaf once instead of once per
-    /// batch. 0: every apply commits. 50 ms: at 64 connections on 3 servers, 8,300 to 10,500
-    /// puts/s with 10 ms, 9,500 to 13,000 with 50 ms, no more with 100 ms
+    /// batch. 0: every apply commits. 50 ms: at 64 connections on 3 servers, 10,100 and 10,500
+    /// puts/s with 10 ms, 13,000 and 10,700 with 50 ms, 13,300 and 10,000 with 100 ms
     /// (Benchmarks/README.md, "Write path, part 4").
     public var stateCommitDelayMilliseconds: UInt64 = 50
     /// Size of each of the log's two journal files (Journal.swift), zero-filled when a data dir
