@@ -17,8 +17,8 @@ public final class RaftReplicator {
     public let reader: StateStore
     /// Called on the loop thread when applied commands become visible to `reader` (wakes
     /// blocking queries): one call per commit of the state's held write, for every batch in it,
-    /// answers in order. After an installed snapshot replaced the whole state, `changedKeys` is `[""]`: every
-    /// key may have changed (the empty key is never a real key).
+    /// answers in order. After an installed snapshot replaced the whole state, `changedKeys` is
+    /// `[""]`: every key may have changed (the empty key is never a real key).
     public var onApplied: ((AppliedBatch) -> Void)?
     /// Highest log index applied here and visible to `reader`: commands, no-ops and
     /// configuration entries alike. Commands applied in the state's held write
