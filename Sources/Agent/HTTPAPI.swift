@@ -154,6 +154,12 @@ final class HTTPAPI {
         wait = min(wait, Self.maxWaitMilliseconds)
         wait += UInt64.random(in: 0...(wait / 16))
         let deadline = loop.nowMilliseconds + wait
+        let afterBarrier: (Result<UInt64, RaftCommitError>) -> Void = { [weak self] result in
+            switch result {
+            case .success: attempt()
+            case .failure(let error): self?.respondCommitError(responder, error)
+            }
+        }
         if options.consistency == "consistent" || (replicatedState && options.consistency != "stale") {
             // `consistent` is linearizable: confirm the leadership and apply up to its commit
             // index first. The default mode trusts the leader: apply up to the commit index it
@@ -162,21 +168,11 @@ final class HTTPAPI {
             holdForLeader({ [weak self] (done: @escaping (Result<UInt64, RaftCommitError>) -> Void) in
                 guard let log = self?.log else { done(.failure(.notLeader(leaderAddress: nil))); return }
                 if consistent { log.readBarrier(completion: done) } else { log.leaderReadBarrier(completion: done) }
-            }) { [weak self] result in
-                switch result {
-                case .success: attempt()
-                case .failure(let error): self?.respondCommitError(responder, error)
-                }
-            }
+            }, completion: afterBarrier)
         } else if replicatedState, let log {
             // Stale: whatever this server has, but at least every write it answered (the state
             // store commits applies in batches; RaftReplicatorConfig.stateCommitDelayMilliseconds).
-            log.localReadBarrier { [weak self] result in
-                switch result {
-                case .success: attempt()
-                case .failure(let error): self?.respondCommitError(responder, error)
-                }
-            }
+            log.localReadBarrier(completion: afterBarrier)
         } else {
             attempt()
         }
